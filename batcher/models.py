@@ -1,0 +1,209 @@
+"""The values that travel between batcher's modules.
+
+Everything here is a plain, immutable value: no I/O, no third-party imports,
+so every other module can depend on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    """What happened to one input row. Exactly one per row, in the results file."""
+
+    #: The server answered 200.
+    OK = "ok"
+    #: Rejected before sending: the row breaks a rule of the API. Never sent.
+    INVALID = "invalid"
+    #: The server refused it for good (400, 404, 401), or retries ran out.
+    FAILED = "failed"
+    #: Still answered 449 ("in queue") after the last requeue; worth another run later.
+    DEFERRED = "deferred"
+    #: Not sent: dry run, duplicate of an earlier row, or the run stopped early.
+    SKIPPED = "skipped"
+
+
+#: The results file's own columns, in order; the input's extra columns follow them.
+RESULT_COLUMNS: tuple[str, ...] = (
+    "row",
+    "identifier",
+    "status",
+    "category",
+    "summary",
+    "outcome",
+    "http_status",
+    "contact_id",
+    "attempts",
+    "error",
+)
+
+#: The input columns batcher reads; any other input column is carried through.
+INPUT_COLUMNS: tuple[str, ...] = ("identifier", "status", "category", "summary")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One input record, as read: text exactly as written, whitespace trimmed.
+
+    Attributes:
+        row: 1-based record number in the input (header and blank lines not counted).
+        identifier: The ``identifier`` cell.
+        status: The ``status`` cell.
+        category: The ``category`` cell ("" when absent).
+        summary: The ``summary`` cell ("" when absent).
+        extras: The input's other columns' values, in the input's column order.
+        problem: Why the record cannot be used as read (e.g. too many fields), or "".
+    """
+
+    row: int
+    identifier: str
+    status: str
+    category: str = ""
+    summary: str = ""
+    extras: tuple[str, ...] = ()
+    problem: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A validated row, ready to send: the exact call batcher makes for it.
+
+    Attributes:
+        record: The input record it came from.
+        status: ``open`` or ``close`` (normalised to lower case).
+        category: The closing-note name, or "" when not given.
+        summary: The summary, or "" when not given.
+    """
+
+    record: Record
+    status: str
+    category: str = ""
+    summary: str = ""
+
+    @property
+    def row(self) -> int:
+        return self.record.row
+
+    @property
+    def identifier(self) -> str:
+        return self.record.identifier
+
+    def body(self) -> dict[str, str]:
+        """The JSON body: ``status``, plus ``category``/``summary`` only when given."""
+        body = {"status": self.status}
+        if self.category:
+            body["category"] = self.category
+        if self.summary:
+            body["summary"] = self.summary
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The final outcome of one input row.
+
+    Attributes:
+        record: The input record.
+        outcome: What happened.
+        http_status: The last HTTP status the server answered for it, or None.
+        contact_id: The ``contactId`` of a 200 answer, or None.
+        attempts: Requests sent for this row in this run (every one, 429s and 449s included).
+        error: Why the row is not ``ok`` (the rule, the server's message, ...), or "".
+    """
+
+    record: Record
+    outcome: Outcome
+    http_status: int | None = None
+    contact_id: int | None = None
+    attempts: int = 0
+    error: str = ""
+
+    @property
+    def row(self) -> int:
+        return self.record.row
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """Counts for a whole run, filled in as results are recorded.
+
+    Attributes:
+        outcomes: Rows per outcome.
+        http_statuses: Answers per HTTP status (every request, retries included).
+        requests: Requests sent.
+        elapsed: Seconds from start to end of the run.
+        results_path: Where the results file was written.
+    """
+
+    outcomes: dict[Outcome, int] = field(default_factory=lambda: dict.fromkeys(Outcome, 0))
+    http_statuses: dict[int, int] = field(default_factory=dict)
+    requests: int = 0
+    elapsed: float = 0.0
+    results_path: str = ""
+    #: Rows skipped because they duplicate an earlier row (they do not make a run "not ok").
+    duplicates: int = 0
+    #: Rows recorded by an earlier, interrupted run of the same job and not sent again.
+    resumed: int = 0
+    #: Why the run stopped early ("" when it ran to the end).
+    stopped: str = ""
+    #: The first few requests a dry run would send: (method, URL, JSON body).
+    sample_requests: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(self.outcomes.values())
+
+    @property
+    def all_ok(self) -> bool:
+        """True when every row is ok, or skipped only as a duplicate of an earlier row."""
+        return self.outcomes[Outcome.OK] + self.duplicates == self.rows
+
+    def count(self, result: Result) -> None:
+        self.outcomes[result.outcome] += 1
+
+    def count_answer(self, http_status: int | None) -> None:
+        self.requests += 1
+        if http_status is not None:
+            self.http_statuses[http_status] = self.http_statuses.get(http_status, 0) + 1
+
+
+class AnswerKind(StrEnum):
+    """How batcher must treat one answer (or the lack of one) from the API."""
+
+    #: 200: the conversation was opened or closed.
+    OK = "ok"
+    #: 400, 404 and other 4xx: the server refused this row for good.
+    REFUSED = "refused"
+    #: 401: the token is wrong or revoked; the whole run stops.
+    AUTH = "auth"
+    #: 429: over the rate limit; wait Retry-After, send again (not a failed attempt).
+    RATE_LIMITED = "rate_limited"
+    #: 449: "in queue"; set the row aside for minutes, then send again.
+    QUEUED = "queued"
+    #: 5xx, timeout, connection error: retry with backoff, up to max-attempts.
+    RETRYABLE = "retryable"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What one request got back, translated from HTTP into batcher's terms.
+
+    Attributes:
+        kind: How to treat it.
+        http_status: The HTTP status, or None when no answer came (timeout, network error).
+        contact_id: The ``contactId`` of a 200 answer, when the body had one.
+        error: The server's message or the transport error, as text ("" for a clean 200).
+        limit: ``X-RateLimit-Limit`` as a number, or None when absent or not a number.
+        remaining: ``X-RateLimit-Remaining`` as a number, or None when absent or not a number.
+        retry_after: ``Retry-After`` in seconds, or None when absent or not a number.
+    """
+
+    kind: AnswerKind
+    http_status: int | None
+    contact_id: int | None = None
+    error: str = ""
+    limit: float | None = None
+    remaining: float | None = None
+    retry_after: float | None = None
