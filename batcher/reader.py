@@ -1,0 +1,227 @@
+"""Reading the input CSV: the only module that imports pandas.
+
+The file is read twice, both times streaming:
+
+1. ``scan_input`` checks it with the standard library's csv module before
+   anything is sent: it decodes every byte (so a bad byte stops the run with
+   exit 2 before the first request), finds the delimiter and the header,
+   counts the records for the progress bar, and hashes the file so a resumed
+   run can tell whether the input changed.
+2. ``read_records`` streams it with pandas in chunks of ``chunk_rows``
+   records, every value as text exactly as written (no type inference, no
+   ``NA``/``null``/empty turned into a missing value), whitespace trimmed.
+
+A record with more fields than the header is kept, never shifted: pandas'
+python engine hands such lines to a callback, which folds the surplus into a
+hidden overflow column, and the record comes out with a ``problem``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from batcher.errors import InputFileError
+from batcher.models import INPUT_COLUMNS, Record
+
+#: Delimiters batcher recognises when none is given.
+DELIMITERS = (",", ";", "\t", "|")
+#: The hidden column that catches the surplus fields of an over-long record.
+_OVERFLOW = "\x00overflow"
+_REQUIRED = ("identifier", "status")
+_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class InputInfo:
+    """What ``scan_input`` learned about the input file.
+
+    Attributes:
+        path: The input file.
+        encoding: The encoding it is read with.
+        delimiter: The field delimiter, given or sniffed.
+        header: The header's column names, stripped, as written.
+        columns: Where each of identifier/status/category/summary is (index, or None).
+        extra_columns: The other columns' names, in file order.
+        records: Records in the file (header and blank lines not counted).
+        sha256: Hex digest of the file's bytes.
+    """
+
+    path: Path
+    encoding: str
+    delimiter: str
+    header: tuple[str, ...]
+    columns: dict[str, int | None]
+    extra_columns: tuple[str, ...]
+    records: int
+    sha256: str
+
+
+def scan_input(path: Path, *, encoding: str = "utf-8", delimiter: str | None = None) -> InputInfo:
+    """Check the whole input file before a run; raise ``InputFileError`` if it cannot be used."""
+    # utf-8-sig reads files with and without a byte-order mark alike.
+    codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    digest = hashlib.sha256()
+    try:
+        raw = path.open("rb")
+    except OSError as exc:
+        raise InputFileError(f"cannot open input file {str(path)!r}: {exc.strerror}") from exc
+    with raw:
+        text = _HashingDecoder(raw, codec, digest)
+        first_line = text.peek_line()
+        if not first_line.strip():
+            raise InputFileError(f"input file {str(path)!r} is empty: it needs a header row")
+        sep = delimiter or _sniff_delimiter(first_line)
+        reader = csv.reader(text, delimiter=sep)
+        try:
+            header = tuple(name.strip() for name in next(reader))
+            records = sum(1 for fields in reader if fields)
+        except UnicodeDecodeError as exc:
+            raise InputFileError(
+                f"input file {str(path)!r}: bytes that are not {encoding} near line "
+                f"{text.line_number} ({exc.reason}); name the file's encoding with --encoding"
+            ) from exc
+        except csv.Error as exc:
+            raise InputFileError(
+                f"input file {str(path)!r}, line {reader.line_num}: {exc}"
+            ) from exc
+    columns, extras = _map_columns(path, header)
+    return InputInfo(path, codec, sep, header, columns, extras, records, digest.hexdigest())
+
+
+def read_records(info: InputInfo, *, chunk_rows: int = 50_000) -> Iterator[Record]:
+    """Yield every record of a scanned input file, in file order, ``chunk_rows`` at a time."""
+    import pandas as pd  # noqa: PLC0415 - pandas costs ~0.3 s to import; only runs need it
+
+    width = len(info.header)
+    names = [f"c{i}" for i in range(width)] + [_OVERFLOW]
+
+    def fold_surplus(fields: list[str]) -> list[str]:
+        return [*fields[:width], info.delimiter.join(fields[width:])]
+
+    chunks = pd.read_csv(
+        info.path,
+        sep=info.delimiter,
+        header=None,
+        skiprows=1,
+        names=names,
+        dtype=str,
+        keep_default_na=False,
+        na_filter=False,
+        skip_blank_lines=True,
+        encoding=info.encoding,
+        engine="python",
+        on_bad_lines=fold_surplus,
+        chunksize=chunk_rows,
+    )
+    where = info.columns
+    extra_at = [i for i in range(width) if i not in where.values()]
+    with chunks:
+        for chunk in chunks:
+            rows = chunk.itertuples(index=True, name=None)
+            for index, *values in rows:
+                cells = [v.strip() if isinstance(v, str) else "" for v in values]
+                surplus = cells[width]
+                yield Record(
+                    row=int(index) + 1,
+                    identifier=_cell(cells, where["identifier"]),
+                    status=_cell(cells, where["status"]),
+                    category=_cell(cells, where["category"]),
+                    summary=_cell(cells, where["summary"]),
+                    extras=tuple(cells[i] for i in extra_at),
+                    problem=(
+                        f"record has more fields than the header's {width} columns "
+                        f"(surplus: {surplus[:60]!r})"
+                        if surplus
+                        else ""
+                    ),
+                )
+
+
+def _cell(cells: list[str], index: int | None) -> str:
+    return "" if index is None else cells[index]
+
+
+def _sniff_delimiter(header_line: str) -> str:
+    """The candidate delimiter that occurs most often in the header line (``,`` if none)."""
+    counts = {sep: header_line.count(sep) for sep in DELIMITERS}
+    best = max(counts, key=lambda sep: counts[sep])
+    return best if counts[best] else ","
+
+
+def _map_columns(
+    path: Path, header: tuple[str, ...]
+) -> tuple[dict[str, int | None], tuple[str, ...]]:
+    """Match header names without regard to case or surrounding spaces."""
+    folded = [name.casefold() for name in header]
+    seen: set[str] = set()
+    for name in folded:
+        if name in seen:
+            raise InputFileError(
+                f"input file {str(path)!r}: the header names column {name!r} more than once"
+            )
+        seen.add(name)
+    columns: dict[str, int | None] = {
+        name: (folded.index(name) if name in folded else None) for name in INPUT_COLUMNS
+    }
+    missing = [name for name in _REQUIRED if columns[name] is None]
+    if missing:
+        found = ", ".join(repr(name) for name in header) or "none"
+        raise InputFileError(
+            f"input file {str(path)!r} has no {' or '.join(repr(m) for m in missing)} column "
+            f"(columns found: {found})"
+        )
+    extras = tuple(name for name, low in zip(header, folded, strict=True) if low not in columns)
+    return columns, extras
+
+
+class _HashingDecoder:
+    """A line iterator over a binary file that hashes every byte and counts lines as it decodes."""
+
+    def __init__(self, raw: io.BufferedReader, encoding: str, digest: hashlib._Hash) -> None:
+        self._raw = raw
+        self._decoder = codecs.getincrementaldecoder(encoding)()
+        self._digest = digest
+        self._lines: list[str] = []
+        self._tail = ""
+        self._eof = False
+        #: 1-based number of the line last handed out.
+        self.line_number = 0
+
+    def _fill(self) -> bool:
+        """Decode one more block into ``_lines``; False at the end of the file."""
+        if self._eof:
+            return False
+        block = self._raw.read(_BLOCK)
+        self._digest.update(block)
+        self._eof = not block
+        # Split on "\n" only: csv needs whole physical lines, and str.splitlines would also
+        # break at characters such as U+2028 that may sit inside a value.
+        parts = (self._tail + self._decoder.decode(block, final=self._eof)).split("\n")
+        self._tail = parts.pop()
+        lines = [part + "\n" for part in parts]
+        if self._eof and self._tail:
+            lines.append(self._tail)
+            self._tail = ""
+        self._lines.extend(reversed(lines))
+        return True
+
+    def peek_line(self) -> str:
+        while not self._lines and self._fill():
+            pass
+        return self._lines[-1] if self._lines else ""
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        while not self._lines:
+            if not self._fill():
+                raise StopIteration
+        self.line_number += 1
+        return self._lines.pop()
