@@ -1,0 +1,198 @@
+"""Sending one request to the API: the only module that imports httpx.
+
+``AelystClient.send`` never raises for a row: every HTTP answer, timeout and
+connection error becomes an ``Answer``. httpx's exceptions are translated in
+one place, ``_transport_error``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from types import TracebackType
+from urllib.parse import quote
+
+import httpx
+
+from batcher.models import Answer, AnswerKind, Request
+
+#: How much of an answer's body batcher reads; the rest is dropped (a huge answer is an error).
+MAX_BODY = 64 * 1024
+#: How much of a non-JSON body goes into a row's error text.
+ERROR_EXCERPT = 300
+_USER_AGENT = "batcher/0.1 (+bulk conversation status)"
+
+
+def path_segment(identifier: str) -> str:
+    """Percent-encode an identifier into exactly one URL path segment.
+
+    ``:`` and ``@`` stay as written (RFC 3986 allows them in a segment, and the
+    API's own clients send them so); everything else that is not unreserved is
+    encoded, ``/ ? # % +`` and spaces included (``+`` as ``%2B``: some servers
+    read a literal ``+`` in a path as a space). A segment of only dots would
+    climb the path, so its dots are encoded too.
+    """
+    segment = quote(identifier, safe=":@")
+    if segment.strip(".") == "":
+        segment = segment.replace(".", "%2E")
+    return segment
+
+
+def request_url(base_url: str, identifier: str) -> str:
+    """The full URL of the call for one contact."""
+    return f"{base_url.rstrip('/')}/contact/{path_segment(identifier)}/conversation/status"
+
+
+def request_body(request: Request) -> bytes:
+    return json.dumps(request.body(), separators=(",", ":")).encode()
+
+
+class AelystClient:
+    """Sends the open/close call over one pool of keep-alive HTTP/1.1 connections.
+
+    The token goes into the Authorization header and nowhere else: it is never
+    part of an error, a log line or a repr.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        connections: int = 8,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._base_url = base_url
+        self._client = httpx.AsyncClient(
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": _USER_AGENT,
+            },
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            follow_redirects=False,
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"AelystClient(base_url={self._base_url!r})"
+
+    async def __aenter__(self) -> AelystClient:
+        await self._client.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._client.__aexit__(exc_type, exc, tb)
+
+    async def send(self, request: Request) -> Answer:
+        """Send one row's call; whatever happens, describe it as an ``Answer``."""
+        url = request_url(self._base_url, request.identifier)
+        try:
+            async with self._client.stream("POST", url, content=request_body(request)) as response:
+                body = await _read_capped(response)
+        except httpx.HTTPError as exc:
+            return _transport_error(exc)
+        return _classify(response, body)
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_BODY:
+            break
+    return b"".join(chunks)
+
+
+def _transport_error(exc: httpx.HTTPError) -> Answer:
+    """Translate an httpx exception (no answer at all) into a retryable ``Answer``."""
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        error = f"timeout: {type(exc).__name__}"
+    elif isinstance(exc, httpx.TransportError):
+        error = f"network error: {type(exc).__name__}: {detail}"
+    else:
+        error = f"HTTP error: {type(exc).__name__}: {detail}"
+    return Answer(AnswerKind.RETRYABLE, None, error=error[:ERROR_EXCERPT])
+
+
+_KIND_BY_STATUS = {
+    200: AnswerKind.OK,
+    401: AnswerKind.AUTH,
+    429: AnswerKind.RATE_LIMITED,
+    449: AnswerKind.QUEUED,
+}
+
+
+def _classify(response: httpx.Response, body: bytes) -> Answer:
+    status = response.status_code
+    if status in _KIND_BY_STATUS:
+        kind = _KIND_BY_STATUS[status]
+    elif status >= 500:
+        kind = AnswerKind.RETRYABLE
+    else:
+        kind = AnswerKind.REFUSED
+    parsed = _json_object(body)
+    contact_id = None
+    if kind is AnswerKind.OK:
+        value = parsed.get("contactId") if parsed is not None else None
+        contact_id = value if isinstance(value, int) and not isinstance(value, bool) else None
+        error = ""
+    else:
+        error = _error_text(status, response, body, parsed)
+    headers = response.headers
+    return Answer(
+        kind,
+        status,
+        contact_id=contact_id,
+        error=error,
+        limit=_number(headers.get("X-RateLimit-Limit")),
+        remaining=_number(headers.get("X-RateLimit-Remaining")),
+        retry_after=_number(headers.get("Retry-After")),
+    )
+
+
+def _json_object(body: bytes) -> dict[str, object] | None:
+    if not body or len(body) > MAX_BODY:
+        return None
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _error_text(
+    status: int, response: httpx.Response, body: bytes, parsed: dict[str, object] | None
+) -> str:
+    """The server's own message where it gave one; otherwise what the body looked like."""
+    if parsed is not None and "message" in parsed:
+        return f"{status} {str(parsed['message'])[:ERROR_EXCERPT]}"
+    if status in (301, 302, 303, 307, 308):
+        return f"{status} redirect to {response.headers.get('Location', '?')[:200]} (not followed)"
+    if not body:
+        return f"{status} {response.reason_phrase} (empty body)"
+    if len(body) > MAX_BODY:
+        return f"{status} {response.reason_phrase} (body over {MAX_BODY} bytes, not read)"
+    text = body[:ERROR_EXCERPT].decode("utf-8", "replace")
+    return f"{status} {response.reason_phrase} (not JSON: {text!r})"
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None

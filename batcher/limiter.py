@@ -1,0 +1,195 @@
+"""The pace of the whole run: one ``Pacer`` shared by all workers.
+
+Why not ``aiolimiter.AsyncLimiter``: its bucket has a fixed rate (this pace
+changes as the run learns the limit), ``AsyncLimiter(R, 1)`` lets 2R-1
+requests through in the first second, and at ``AsyncLimiter(1, 1/R)`` each
+wake-up's lateness is lost (measured: 50.6 ms spacing at 20/s, about 5 % short
+at 100/s). ``benchmarks/limiter.py`` reproduces those figures.
+
+The pacer is a virtual scheduler (GCRA): ``_next`` is the time of the next
+free send slot; each ``acquire`` takes a slot and advances ``_next`` by one
+interval, so the run sends evenly at ``rate`` with no burst, and a worker
+woken late does not push later slots back.
+
+What it learns from answers:
+
+* ``X-RateLimit-Limit`` / ``X-RateLimit-Remaining`` give the budget of the
+  current window (``window`` seconds). A contact not seen in the last window
+  whose answer says ``Remaining == Limit - 1`` had a fresh budget; two such in
+  a row mean the budget is per path, one that had been drawn on means it is
+  shared. A shared budget paces the run at ``headroom * Limit / window``; a
+  per-path budget paces each contact so, and the run climbs up to the ceiling.
+* Without usable headers (missing, zero, negative, not a number) the pace
+  climbs: doubling per clean window until the first 429, then 10 % a window,
+  and only while the pace is what holds the run back.
+* 429: one pause for every worker until ``Retry-After`` has passed, and the
+  pace drops; it climbs back after clean windows.
+
+The ceiling (``--rate``) is never exceeded, whatever the headers say.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from batcher.clock import Clock
+from batcher.models import Answer, AnswerKind
+
+
+@dataclass(frozen=True, slots=True)
+class PacingConfig:
+    """How the pace starts and what bounds it.
+
+    Attributes:
+        start_rate: Requests per second before any rate header is seen.
+        ceiling: Requests per second never exceeded (``--rate``), or None for none.
+        window: Seconds the X-RateLimit budget is counted over.
+        headroom: Share of an advertised limit the run uses (the rest absorbs timing jitter).
+        max_rate: Where a climb without any ceiling stops (the concurrency bounds it sooner).
+    """
+
+    start_rate: float = 5.0
+    ceiling: float | None = None
+    window: float = 1.0
+    headroom: float = 0.98
+    max_rate: float = 10_000.0
+
+
+class Pacer:
+    """Paces every request of a run; see the module docstring for how."""
+
+    def __init__(self, config: PacingConfig, clock: Clock) -> None:
+        self._config = config
+        self._clock = clock
+        start = config.start_rate
+        if config.ceiling is not None:
+            start = min(start, config.ceiling)
+        #: Requests per second for the whole run, as now paced.
+        self.rate = start
+        #: "unknown" until headers tell, then "shared" or "per-path".
+        self.budget = "unknown"
+        #: The last sensible X-RateLimit-Limit seen, or None.
+        self.limit: float | None = None
+        #: 429 answers seen.
+        self.throttled = 0
+        self._next = -math.inf  # time of the next free send slot (min-heap of one)
+        self._paused_until = -math.inf  # shared pause after a 429
+        self._factor = 1.0  # share of the learned rate in use; lowered by 429s
+        self._slow_start = True  # doubling climb until the first 429
+        self._fresh_in_a_row = 0  # first-seen contacts in a row that had a fresh budget
+        self._seen: dict[str, float] = {}  # contact -> time of its last answer (pruned)
+        self._contact_next: dict[str, float] = {}  # contact -> next slot, per-path budgets
+        self._period_start = clock.now()
+        self._period_sends = 0
+        self._period_clean = True
+
+    @property
+    def paused_for(self) -> float:
+        """Seconds left of the shared pause after a 429 (0 when not paused)."""
+        return max(0.0, self._paused_until - self._clock.now())
+
+    async def acquire(self, contact: str) -> None:
+        """Wait until this run may send one request to ``contact``."""
+        clock = self._clock
+        while True:
+            now = clock.now()
+            if now < self._paused_until:
+                await clock.sleep(self._paused_until - now)
+                continue
+            per_path = self.budget == "per-path"
+            if per_path and self._contact_next.get(contact, -math.inf) > now:
+                # Wait for this contact's own budget without holding a slot of the run's.
+                await clock.sleep(self._contact_next[contact] - now)
+                continue
+            interval = 1.0 / self.rate
+            # A worker woken a little late keeps its slot: catch up by at most this much.
+            slot = max(self._next, now - min(interval / 2, 0.005))
+            self._next = slot + interval
+            if slot > now:
+                await clock.sleep(slot - now)
+                if clock.now() < self._paused_until:
+                    continue  # a 429 came while we slept: queue behind the pause
+            if per_path:
+                self._contact_next[contact] = max(slot, now) + self._per_contact_interval()
+            self._period_sends += 1
+            return
+
+    def observe(self, contact: str, answer: Answer) -> None:
+        """Learn from one answer: its rate headers, a 429, or a clean stretch."""
+        now = self._clock.now()
+        self._end_period_if_due(now)
+        if answer.kind is AnswerKind.RATE_LIMITED:
+            self._throttle(now, answer.retry_after)
+        elif answer.http_status is not None:
+            self._learn_budget(contact, now, answer.limit, answer.remaining)
+        self._seen[contact] = now
+
+    def _throttle(self, now: float, retry_after: float | None) -> None:
+        self.throttled += 1
+        self._period_clean = False
+        wait = self._config.window
+        if retry_after is not None and 0 < retry_after <= 3600:
+            wait = retry_after
+        if now + wait > self._paused_until:
+            self._paused_until = now + wait
+            self._next = max(self._next, self._paused_until)
+            # One drop per pause, however many workers were answered 429 for it.
+            self._slow_start = False
+            self._factor = max(0.05, self._factor * (0.9 if self.limit else 0.5))
+            self._apply_rate(self.rate * (0.9 if self.limit else 0.5))
+
+    def _learn_budget(
+        self, contact: str, now: float, limit: float | None, remaining: float | None
+    ) -> None:
+        if limit is None or limit < 1 or remaining is None or remaining < 0 or remaining > limit:
+            return  # no sensible budget: keep the last good pacing
+        self.limit = limit
+        window = self._config.window
+        last = self._seen.get(contact)
+        if last is None or now - last >= window:
+            if remaining >= limit - 1 and limit >= 2:
+                self._fresh_in_a_row += 1
+            else:
+                self._fresh_in_a_row = 0
+                self.budget = "shared"
+            if self._fresh_in_a_row >= 2 and self.budget != "per-path":
+                self.budget = "per-path"
+                # Each contact has its own budget: the run may go as fast as the user allows.
+                if self._config.ceiling is not None:
+                    self._apply_rate(self._config.ceiling)
+        if self.budget != "per-path":
+            self.budget = "shared"
+            self._apply_rate(self._factor * self._config.headroom * limit / window)
+
+    def _per_contact_interval(self) -> float:
+        if self.limit is None:
+            return 0.0
+        return self._config.window / (self.limit * self._config.headroom)
+
+    def _end_period_if_due(self, now: float) -> None:
+        """Every window: climb if it was clean and the pace held the run back; prune."""
+        window = self._config.window
+        elapsed = now - self._period_start
+        if elapsed < window:
+            return
+        if self._period_clean:
+            if self.budget == "shared":
+                self._factor = min(1.0, self._factor * 1.02)
+                if self.limit is not None:
+                    self._apply_rate(self._factor * self._config.headroom * self.limit / window)
+            elif self._period_sends >= 0.8 * self.rate * elapsed:
+                self._apply_rate(self.rate * (2.0 if self._slow_start else 1.1))
+        self._period_start = now
+        self._period_sends = 0
+        self._period_clean = True
+        horizon = now - window
+        self._seen = {c: t for c, t in self._seen.items() if t >= horizon}
+        self._contact_next = {c: t for c, t in self._contact_next.items() if t >= now}
+
+    def _apply_rate(self, rate: float) -> None:
+        ceiling = self._config.ceiling
+        rate = min(rate, self._config.max_rate)
+        if ceiling is not None:
+            rate = min(rate, ceiling)
+        self.rate = max(rate, 0.01)
