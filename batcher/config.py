@@ -1,0 +1,183 @@
+"""Run settings: defaults, the TOML config file, command-line overrides, the token.
+
+Precedence, lowest first: the defaults below, the config file, the flags.
+``config.example.toml`` lists every key; a test keeps it in step with
+``Settings``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from batcher.errors import UsageError
+
+DEFAULT_BASE_URL = "https://api.aelyst.ai/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a run is configured by (the input and output paths are given apart).
+
+    Attributes:
+        base_url: The API's base URL; https, or http for a loopback host only.
+        token_env: The environment variable that holds the API token.
+        token_file: A file holding the token instead (must not be readable by others), or "".
+        concurrency: Workers, and HTTP connections.
+        rate: Requests per second never exceeded; 0 means no ceiling (the pace is learned).
+        start_rate: Requests per second before any rate-limit header is seen.
+        window: Seconds the X-RateLimit budget is counted over.
+        max_attempts: Tries for a row answered 5xx, timing out or losing its connection.
+        backoff_base: Seconds of the first retry's backoff ceiling (full jitter, doubling).
+        backoff_max: Most seconds one backoff may wait.
+        requeue_delay: Seconds a row answered 449 waits before it is sent again.
+        max_requeues: 449 answers a row may get before it is ``deferred``.
+        timeout: Seconds to wait for a connection or an answer.
+        allowed_categories: Categories a close may name; empty allows any.
+        encoding: The input file's encoding.
+        delimiter: The input's field delimiter; "" sniffs among , ; tab |.
+        progress: Show a progress bar (only ever on a terminal).
+    """
+
+    base_url: str = DEFAULT_BASE_URL
+    token_env: str = "AELYST_API_TOKEN"  # noqa: S105 - the variable's name, not a token
+    token_file: str = ""
+    concurrency: int = 8
+    rate: float = 0.0
+    start_rate: float = 5.0
+    window: float = 1.0
+    max_attempts: int = 5
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    requeue_delay: float = 180.0
+    max_requeues: int = 5
+    timeout: float = 30.0
+    allowed_categories: tuple[str, ...] = ()
+    encoding: str = "utf-8"
+    delimiter: str = ""
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self)
+
+
+def load_settings(config_file: Path | None, overrides: Mapping[str, Any]) -> Settings:
+    """Defaults, then the config file's keys, then ``overrides`` (None values are ignored)."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update(_read_toml(config_file))
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    try:
+        return replace(Settings(), **values)
+    except TypeError as exc:  # an argument of the wrong type reaching a comparison
+        raise UsageError(f"bad setting: {exc}") from exc
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {str(path)!r}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {str(path)!r} is not valid TOML: {exc}") from exc
+    known = {field.name: field for field in fields(Settings)}
+    for key, value in data.items():
+        if key not in known:
+            raise UsageError(
+                f"config file {str(path)!r}: unknown key {key!r} "
+                f"(known keys: {', '.join(sorted(known))})"
+            )
+        default = getattr(Settings(), key)
+        if isinstance(default, tuple):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise UsageError(f"config file {str(path)!r}: {key} must be a list of strings")
+            data[key] = tuple(value)
+        elif isinstance(default, bool) or isinstance(value, bool):
+            if not isinstance(value, bool) or not isinstance(default, bool):
+                raise UsageError(f"config file {str(path)!r}: {key} must be a {_kind(default)}")
+        elif isinstance(default, float) and isinstance(value, int):
+            data[key] = float(value)
+        elif not isinstance(value, type(default)):
+            raise UsageError(f"config file {str(path)!r}: {key} must be a {_kind(default)}")
+    return data
+
+
+def _kind(value: object) -> str:
+    return {bool: "true or false", int: "whole number", float: "number", str: "string"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _check(s: Settings) -> None:
+    if not 1 <= s.concurrency <= 256:
+        raise UsageError(f"concurrency must be from 1 to 256, not {s.concurrency}")
+    for name in ("start_rate", "window", "timeout", "backoff_base", "backoff_max"):
+        if not getattr(s, name) > 0:
+            raise UsageError(f"{name} must be more than 0, not {getattr(s, name)}")
+    if not s.rate >= 0:
+        raise UsageError(f"rate must be 0 (no ceiling) or more, not {s.rate}")
+    if s.max_attempts < 1:
+        raise UsageError(f"max_attempts must be at least 1, not {s.max_attempts}")
+    if s.max_requeues < 0 or not s.requeue_delay >= 0:
+        raise UsageError("max_requeues and requeue_delay must be 0 or more")
+    if s.delimiter not in ("", ",", ";", "\t", "|"):
+        raise UsageError(f"delimiter must be one of , ; tab |, not {s.delimiter!r}")
+    if not s.token_env:
+        raise UsageError("token_env must name an environment variable")
+    check_base_url(s.base_url)
+
+
+def check_base_url(url: str) -> None:
+    """https, or plain http only for a loopback host; raise ``UsageError`` otherwise."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return
+    if parts.scheme == "http" and _is_loopback(host):
+        return
+    raise UsageError(
+        f"base URL {url!r} must be https:// (plain http:// only for 127.0.0.1, ::1 or localhost)"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_token(settings: Settings, environ: Mapping[str, str] = os.environ) -> str:
+    """The API token, from the token file or the environment; never echoed anywhere."""
+    if settings.token_file:
+        path = Path(settings.token_file)
+        try:
+            mode = path.stat().st_mode
+            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise UsageError(
+                    f"token file {str(path)!r} can be read by other users; "
+                    f"make it private (chmod 600 {str(path)!r})"
+                )
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read token file {str(path)!r}: {exc.strerror}") from exc
+        if not token:
+            raise UsageError(f"token file {str(path)!r} is empty")
+        return token
+    token = environ.get(settings.token_env, "").strip()
+    if not token:
+        raise UsageError(
+            f"no API token: set the environment variable {settings.token_env} "
+            "(batcher never takes the token on the command line)"
+        )
+    return token

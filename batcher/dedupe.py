@@ -1,0 +1,52 @@
+"""Finding rows that would repeat the call just made for the same contact.
+
+A row is an exact duplicate when the previous valid row for the same contact
+asks for the very same thing (status, category and summary). Only the
+previous one counts: ``open``, ``close``, ``open`` on one contact keeps all
+three, because skipping the last would leave the conversation closed.
+
+The last request per contact lives in a private temporary SQLite database
+(an empty file name), which keeps a small cache in memory and spills the
+rest to disk, so a million distinct contacts do not grow the process.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from batcher.models import Request
+
+_BATCH = 5000  # rows per transaction: this table needs no durability, only speed
+
+
+class DuplicateFinder:
+    """Remembers the last request per contact; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect("")
+        self._db.execute(
+            "CREATE TABLE last"
+            " (contact TEXT PRIMARY KEY, request TEXT NOT NULL, row INTEGER NOT NULL)"
+        )
+        self._pending = 0
+
+    def earlier_row(self, request: Request) -> int | None:
+        """The row this one duplicates, or None; either way it becomes the contact's last."""
+        fingerprint = f"{request.status}\x1f{request.category}\x1f{request.summary}"
+        found = self._db.execute(
+            "SELECT request, row FROM last WHERE contact = ?", (request.identifier,)
+        ).fetchone()
+        if found is not None and found[0] == fingerprint:
+            return int(found[1])
+        self._db.execute(
+            "INSERT OR REPLACE INTO last VALUES (?, ?, ?)",
+            (request.identifier, fingerprint, request.row),
+        )
+        self._pending += 1
+        if self._pending >= _BATCH:
+            self._db.commit()
+            self._pending = 0
+        return None
+
+    def close(self) -> None:
+        self._db.close()

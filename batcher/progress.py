@@ -1,0 +1,76 @@
+"""The progress bar: the only module that imports tqdm.
+
+The runner always talks to a ``Progress``; when there is no terminal (cron,
+CI, a pipe) or ``--no-progress`` is given it is a ``NullProgress``, so no
+loop ever asks "are we quiet?".
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Protocol, TextIO
+
+from batcher.models import Outcome
+
+
+class Progress(Protocol):
+    def advance(self, outcome: Outcome) -> None:
+        """One more row has its final outcome."""
+
+    def show(self, *, pace: float, waiting: int, due_in: float, paused_for: float) -> None:
+        """The pace (requests/s), rows set aside (449, backoff) and when the next is due."""
+
+    def close(self) -> None: ...
+
+
+class NullProgress:
+    """Shows nothing."""
+
+    def advance(self, outcome: Outcome) -> None:
+        pass
+
+    def show(self, *, pace: float, waiting: int, due_in: float, paused_for: float) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class BarProgress:
+    """A tqdm bar on stderr: rows done of total, pace, and ok / failed / waiting counts."""
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        from tqdm import tqdm  # noqa: PLC0415 - keep `batcher --help` fast
+
+        self._bar = tqdm(total=total, file=stream, unit="row", dynamic_ncols=True, leave=True)
+        self._ok = 0
+        self._failed = 0
+        self._text = ""
+
+    def advance(self, outcome: Outcome) -> None:
+        if outcome is Outcome.OK:
+            self._ok += 1
+        elif outcome is Outcome.FAILED:
+            self._failed += 1
+        self._bar.update(1)
+
+    def show(self, *, pace: float, waiting: int, due_in: float, paused_for: float) -> None:
+        text = f"{pace:.1f} req/s ok={self._ok} failed={self._failed} waiting(449)={waiting}"
+        if waiting:
+            text += f" next in {due_in:.0f}s"
+        if paused_for > 0:
+            text += f" paused {paused_for:.1f}s (429)"
+        if text != self._text:
+            self._text = text
+            self._bar.set_postfix_str(text, refresh=False)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def make_progress(enabled: bool, total: int, stream: TextIO | None = None) -> Progress:
+    """A bar when asked for and stderr is a terminal; otherwise a ``NullProgress``."""
+    stream = stream or sys.stderr
+    if enabled and stream.isatty():
+        return BarProgress(total, stream)
+    return NullProgress()
