@@ -1,0 +1,74 @@
+"""batcher: apply the Aelyst open/close-conversation call to every row of a CSV file.
+
+The library API::
+
+    from batcher import Settings, run_batch
+
+    summary = run_batch("contacts.csv", settings=Settings(rate=20))
+    print(summary.outcomes, summary.results_path)
+
+Names are imported on first use, so ``import batcher`` (and ``batcher --help``)
+does not pay for pandas and httpx.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RESULT_COLUMNS",
+    "AuthenticationFailed",
+    "BatcherError",
+    "InputFileError",
+    "Interrupted",
+    "Outcome",
+    "RunAborted",
+    "RunSummary",
+    "Settings",
+    "UsageError",
+    "load_settings",
+    "run_batch",
+    "run_batch_async",
+]
+
+_WHERE = {
+    "AuthenticationFailed": "batcher.errors",
+    "BatcherError": "batcher.errors",
+    "InputFileError": "batcher.errors",
+    "Interrupted": "batcher.errors",
+    "RunAborted": "batcher.errors",
+    "UsageError": "batcher.errors",
+    "Outcome": "batcher.models",
+    "RESULT_COLUMNS": "batcher.models",
+    "RunSummary": "batcher.models",
+    "Settings": "batcher.config",
+    "load_settings": "batcher.config",
+    "run_batch": "batcher.runner",
+    "run_batch_async": "batcher.runner",
+}
+
+if TYPE_CHECKING:
+    from batcher.config import Settings, load_settings
+    from batcher.errors import (
+        AuthenticationFailed,
+        BatcherError,
+        InputFileError,
+        Interrupted,
+        RunAborted,
+        UsageError,
+    )
+    from batcher.models import RESULT_COLUMNS, Outcome, RunSummary
+    from batcher.runner import run_batch, run_batch_async
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'batcher' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -1,0 +1,320 @@
+"""The command line: a thin layer over the library (``batcher.run_batch``).
+
+It parses flags, calls the library, prints the summary and maps the run's
+outcome to an exit code. Library errors become exit codes here and nowhere
+else. Heavy imports (pandas, httpx) happen only when a command runs, so
+``batcher --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from batcher.errors import BatcherError, RunAborted
+from batcher.models import Outcome, RunSummary
+
+if TYPE_CHECKING:
+    from batcher.simulator import SimulatorConfig
+
+EXIT_OK, EXIT_NOT_ALL_OK, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
+
+_DESCRIPTION = """\
+Open or close Aelyst conversations for every row of a CSV file, as fast as the
+API's rate limit allows, and write what happened to each row to a results CSV.
+
+exit codes: 0 every row ok (or skipped as a duplicate); 1 the run finished but
+some rows are not ok; 2 the run could not start (nothing sent); 3 the run was
+aborted part-way (authentication failed, interrupted)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.command(args)
+    except BatcherError as exc:
+        print(f"batcher: error: {exc}", file=sys.stderr)
+        summary = exc.summary if isinstance(exc, RunAborted) else None
+        if isinstance(summary, RunSummary):
+            _print_summary(summary)
+        return exc.exit_code
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batcher",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="apply the call to every row of a CSV file",
+        description="Apply the open/close call to every row of INPUT and write a results CSV. "
+        "The token is read from the environment variable AELYST_API_TOKEN (its name can "
+        "be changed in the config file), never from the command line.",
+    )
+    run.add_argument("input", type=Path, metavar="INPUT.csv", help="the rows to apply")
+    _add_run_options(run)
+    run.set_defaults(command=_run)
+
+    sim = commands.add_parser(
+        "simulate",
+        help="serve the built-in API simulator on 127.0.0.1",
+        description="Serve the built-in simulator of the Aelyst endpoint on 127.0.0.1 until "
+        "Ctrl-C. It prints its base URL, for --base-url.",
+    )
+    _add_simulator_options(sim)
+    sim.set_defaults(command=_simulate)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run a sample file against the simulator (no token, no network)",
+        description="Start the simulator on a free loopback port, run a sample file against "
+        "it and print the summary and where the results file is.",
+    )
+    demo.add_argument(
+        "input",
+        type=Path,
+        nargs="?",
+        metavar="INPUT.csv",
+        help="the file to run (default: sample_inputs/demo.csv)",
+    )
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    demo.set_defaults(command=_demo)
+    return parser
+
+
+def _add_run_options(run: argparse.ArgumentParser) -> None:
+    run.add_argument(
+        "--out",
+        type=Path,
+        metavar="RESULTS.csv",
+        help="results file (default: <input stem>.results.csv beside the input)",
+    )
+    run.add_argument("--config", type=Path, metavar="FILE", help="a TOML config file")
+    run.add_argument(
+        "--base-url", metavar="URL", help="the API's base URL (default https://api.aelyst.ai/v1)"
+    )
+    run.add_argument(
+        "--concurrency", type=int, metavar="N", help="workers and connections (default 8)"
+    )
+    run.add_argument(
+        "--rate",
+        type=float,
+        metavar="PER_SECOND",
+        help="requests per second never exceeded (default: no ceiling; the pace "
+        "is learned from the rate-limit headers)",
+    )
+    run.add_argument(
+        "--max-attempts",
+        type=int,
+        metavar="N",
+        help="tries for a row answered 5xx or losing its connection (default 5)",
+    )
+    run.add_argument(
+        "--requeue-delay",
+        type=float,
+        metavar="SECONDS",
+        help="wait before resending a row answered 449 (default 180)",
+    )
+    run.add_argument(
+        "--max-requeues",
+        type=int,
+        metavar="N",
+        help="449 answers before a row is deferred (default 5)",
+    )
+    run.add_argument("--encoding", metavar="NAME", help="the input's encoding (default utf-8)")
+    run.add_argument(
+        "--delimiter",
+        metavar="CHAR",
+        help="the input's delimiter (default: sniffed among , ; tab |)",
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="read and validate everything, send nothing"
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _settings_from(args: argparse.Namespace) -> Any:
+    from batcher.config import load_settings  # noqa: PLC0415
+
+    overrides = {
+        "base_url": args.base_url,
+        "concurrency": args.concurrency,
+        "rate": args.rate,
+        "max_attempts": args.max_attempts,
+        "requeue_delay": args.requeue_delay,
+        "max_requeues": args.max_requeues,
+        "encoding": args.encoding,
+        "delimiter": {"tab": "\t", "\\t": "\t"}.get(args.delimiter, args.delimiter),
+        "progress": False if args.no_progress else None,
+    }
+    return load_settings(args.config, overrides)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from batcher.progress import make_progress  # noqa: PLC0415
+    from batcher.reader import scan_input  # noqa: PLC0415
+    from batcher.runner import run_batch  # noqa: PLC0415
+
+    settings = _settings_from(args)
+    total = scan_input(
+        args.input, encoding=settings.encoding, delimiter=settings.delimiter or None
+    ).records
+    summary = run_batch(
+        args.input,
+        out=args.out,
+        settings=settings,
+        dry_run=args.dry_run,
+        progress=make_progress(settings.progress, total),
+    )
+    if args.dry_run:
+        for method, url, body in summary.sample_requests:
+            print(f"{method} {url}\n  {body}")
+    _print_summary(summary)
+    return exit_code(summary)
+
+
+def exit_code(summary: RunSummary) -> int:
+    """0 when every row is ok (duplicates and dry-run rows aside), else 1."""
+    return EXIT_OK if summary.all_ok else EXIT_NOT_ALL_OK
+
+
+def _print_summary(summary: RunSummary) -> None:
+    elapsed = summary.elapsed
+    per_second = summary.requests / elapsed if elapsed > 0 else 0.0
+    counts = " · ".join(f"{outcome.value} {summary.outcomes[outcome]}" for outcome in Outcome)
+    statuses = " ".join(f"{code} x{n}" for code, n in sorted(summary.http_statuses.items()))
+    lines = [
+        f"batcher: {summary.rows} rows in {elapsed:.1f} s, {summary.requests} requests "
+        f"({per_second:.1f}/s)",
+        f"  {counts}" + (f" (duplicates {summary.duplicates})" if summary.duplicates else ""),
+        f"  HTTP: {statuses or 'none sent'}",
+        f"  results: {summary.results_path}",
+    ]
+    print("\n".join(lines), file=sys.stderr)
+
+
+def _add_simulator_options(sim: argparse.ArgumentParser) -> None:
+    sim.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    sim.add_argument(
+        "--token-env",
+        metavar="VAR",
+        help="accept only the token in this environment variable "
+        "(default: any non-empty bearer token)",
+    )
+    sim.add_argument(
+        "--shared-limit", type=int, metavar="N", help="requests per window across all paths"
+    )
+    sim.add_argument(
+        "--path-limit", type=int, metavar="N", help="requests per window per unique path"
+    )
+    sim.add_argument("--window", type=float, default=1.0, metavar="SECONDS")
+    sim.add_argument(
+        "--rate-headers", choices=("normal", "none", "zero", "garbage"), default="normal"
+    )
+    sim.add_argument(
+        "--queue-share",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of contacts answered 449",
+    )
+    sim.add_argument(
+        "--queue-hold",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="how long such a contact keeps answering 449",
+    )
+    sim.add_argument(
+        "--error-rate",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of requests answered 500",
+    )
+    sim.add_argument(
+        "--drop-rate",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of requests whose connection is dropped",
+    )
+    sim.add_argument("--latency", type=float, default=0.0, metavar="SECONDS")
+    sim.add_argument(
+        "--require-category", action="store_true", help="a close without a category is answered 400"
+    )
+    sim.add_argument(
+        "--revoke-after",
+        type=int,
+        metavar="N",
+        help="answer 401 to everything after N accepted requests",
+    )
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--log", metavar="FILE", help="append one JSON line per request")
+
+
+def _simulator_config(args: argparse.Namespace) -> SimulatorConfig:
+    import os  # noqa: PLC0415
+
+    from batcher.simulator import SimulatorConfig  # noqa: PLC0415
+
+    token = None
+    if args.token_env:
+        token = os.environ.get(args.token_env) or None
+        if token is None:
+            raise_usage(f"--token-env: the environment variable {args.token_env} is not set")
+    return SimulatorConfig(
+        token=token,
+        revoke_after=args.revoke_after,
+        shared_limit=args.shared_limit,
+        path_limit=args.path_limit,
+        window=args.window,
+        rate_headers=args.rate_headers,
+        queue_share=args.queue_share,
+        queue_hold=args.queue_hold,
+        error_rate=args.error_rate,
+        drop_rate=args.drop_rate,
+        latency=args.latency,
+        require_category=args.require_category,
+        seed=args.seed,
+        log_path=args.log,
+    )
+
+
+def raise_usage(message: str) -> None:
+    from batcher.errors import UsageError  # noqa: PLC0415
+
+    raise UsageError(message)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from batcher.simulator import serve_forever  # noqa: PLC0415
+
+    config = _simulator_config(args)
+
+    def ready(base_url: str) -> None:
+        print(f"simulator listening on {base_url}", flush=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        serve_forever(config, port=args.port, on_ready=ready)
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from batcher.demo import run_demo  # noqa: PLC0415
+
+    summary = run_demo(args.input, progress=not args.no_progress)
+    _print_summary(summary)
+    print(f"demo: results written to {summary.results_path}")
+    return EXIT_OK
