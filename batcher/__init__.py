@@ -31,7 +31,6 @@ __all__ = [
     "UsageError",
     "load_settings",
     "run_batch",
-    "run_batch_async",
 ]
 
 _WHERE = {
@@ -47,7 +46,6 @@ _WHERE = {
     "Settings": "batcher.config",
     "load_settings": "batcher.config",
     "run_batch": "batcher.runner",
-    "run_batch_async": "batcher.runner",
 }
 
 if TYPE_CHECKING:
@@ -61,7 +59,7 @@ if TYPE_CHECKING:
         UsageError,
     )
     from batcher.models import RESULT_COLUMNS, Outcome, RunSummary
-    from batcher.runner import run_batch, run_batch_async
+    from batcher.runner import run_batch
 
 
 def __getattr__(name: str) -> Any:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batcher.errors import BatcherError, RunAborted
+from batcher.errors import BatcherError, RunAborted, UsageError
 from batcher.models import Outcome, RunSummary
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = exc.summary if isinstance(exc, RunAborted) else None
         if isinstance(summary, RunSummary):
             _print_summary(summary)
+            print(f"to resume: {shlex.join(['batcher', *sys.argv[1:]])}", file=sys.stderr)
         return exc.exit_code
     return code
 
@@ -65,6 +67,24 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("input", type=Path, metavar="INPUT.csv", help="the rows to apply")
     _add_run_options(run)
     run.set_defaults(command=_run)
+
+    retry = commands.add_parser(
+        "retry",
+        help="send again the rows of a results file that need another try",
+        description="Send again the rows of RESULTS.csv whose outcome is listed and write a "
+        "new results file in the same format, with the original row numbers and extra "
+        "columns. By default: deferred rows, skipped rows other than duplicates and dry "
+        "runs, and failed rows with a cause that may pass (5xx, timeout, network, retries "
+        "exhausted, 429, 401); not 400/404 unless --outcomes names failed.",
+    )
+    retry.add_argument("results", type=Path, metavar="RESULTS.csv", help="a batcher results file")
+    retry.add_argument(
+        "--outcomes",
+        metavar="LIST",
+        help="comma-separated outcomes to send again, e.g. failed,deferred,skipped",
+    )
+    _add_run_options(retry, retry_command=True)
+    retry.set_defaults(command=_retry)
 
     sim = commands.add_parser(
         "simulate",
@@ -93,12 +113,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_run_options(run: argparse.ArgumentParser) -> None:
+def _add_run_options(run: argparse.ArgumentParser, *, retry_command: bool = False) -> None:
     run.add_argument(
         "--out",
         type=Path,
         metavar="RESULTS.csv",
-        help="results file (default: <input stem>.results.csv beside the input)",
+        help="new results file (default: <results stem>.retry.csv)"
+        if retry_command
+        else "results file (default: <input stem>.results.csv beside the input)",
     )
     run.add_argument("--config", type=Path, metavar="FILE", help="a TOML config file")
     run.add_argument(
@@ -138,9 +160,23 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         metavar="CHAR",
         help="the input's delimiter (default: sniffed among , ; tab |)",
     )
-    run.add_argument(
-        "--dry-run", action="store_true", help="read and validate everything, send nothing"
-    )
+    if not retry_command:
+        run.add_argument(
+            "--dry-run", action="store_true", help="read and validate everything, send nothing"
+        )
+        run.add_argument(
+            "--restart",
+            action="store_true",
+            help="discard what an interrupted run of the same results file recorded, and "
+            "send every row again (by default the same command resumes)",
+        )
+        run.add_argument(
+            "--failed-out",
+            type=Path,
+            metavar="FILE",
+            help="also write the rows that need another try as a CSV in the input's own "
+            "columns, ready for batcher run",
+        )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -164,22 +200,47 @@ def _settings_from(args: argparse.Namespace) -> Any:
 def _run(args: argparse.Namespace) -> int:
     from batcher.progress import make_progress  # noqa: PLC0415
     from batcher.reader import scan_input  # noqa: PLC0415
-    from batcher.runner import run_batch  # noqa: PLC0415
+    from batcher.runner import (  # noqa: PLC0415
+        default_results_path,
+        input_source,
+        start_run,
+    )
 
     settings = _settings_from(args)
-    total = scan_input(
-        args.input, encoding=settings.encoding, delimiter=settings.delimiter or None
-    ).records
-    summary = run_batch(
-        args.input,
-        out=args.out,
+    info = scan_input(args.input, encoding=settings.encoding, delimiter=settings.delimiter or None)
+    source = input_source(info)
+    summary = start_run(
+        source,
+        out=args.out or default_results_path(args.input),
         settings=settings,
         dry_run=args.dry_run,
-        progress=make_progress(settings.progress, total),
+        restart=args.restart,
+        failed_out=args.failed_out,
+        progress=make_progress(settings.progress, source.total),
+        handle_signals=True,
     )
     if args.dry_run:
         for method, url, body in summary.sample_requests:
             print(f"{method} {url}\n  {body}")
+    _print_summary(summary)
+    return exit_code(summary)
+
+
+def _retry(args: argparse.Namespace) -> int:
+    from batcher.progress import make_progress  # noqa: PLC0415
+    from batcher.retry import default_retry_path, parse_outcomes, retry_source  # noqa: PLC0415
+    from batcher.runner import start_run  # noqa: PLC0415
+
+    settings = _settings_from(args)
+    outcomes = parse_outcomes(args.outcomes) if args.outcomes else None
+    source = retry_source(args.results, outcomes, settings=settings)
+    summary = start_run(
+        source,
+        out=args.out or default_retry_path(args.results),
+        settings=settings,
+        progress=make_progress(settings.progress, source.total),
+        handle_signals=True,
+    )
     _print_summary(summary)
     return exit_code(summary)
 
@@ -273,29 +334,26 @@ def _simulator_config(args: argparse.Namespace) -> SimulatorConfig:
     if args.token_env:
         token = os.environ.get(args.token_env) or None
         if token is None:
-            raise_usage(f"--token-env: the environment variable {args.token_env} is not set")
-    return SimulatorConfig(
-        token=token,
-        revoke_after=args.revoke_after,
-        shared_limit=args.shared_limit,
-        path_limit=args.path_limit,
-        window=args.window,
-        rate_headers=args.rate_headers,
-        queue_share=args.queue_share,
-        queue_hold=args.queue_hold,
-        error_rate=args.error_rate,
-        drop_rate=args.drop_rate,
-        latency=args.latency,
-        require_category=args.require_category,
-        seed=args.seed,
-        log_path=args.log,
-    )
-
-
-def raise_usage(message: str) -> None:
-    from batcher.errors import UsageError  # noqa: PLC0415
-
-    raise UsageError(message)
+            raise UsageError(f"--token-env: the environment variable {args.token_env} is not set")
+    try:
+        return SimulatorConfig(
+            token=token,
+            revoke_after=args.revoke_after,
+            shared_limit=args.shared_limit,
+            path_limit=args.path_limit,
+            window=args.window,
+            rate_headers=args.rate_headers,
+            queue_share=args.queue_share,
+            queue_hold=args.queue_hold,
+            error_rate=args.error_rate,
+            drop_rate=args.drop_rate,
+            latency=args.latency,
+            require_category=args.require_category,
+            seed=args.seed,
+            log_path=args.log,
+        )
+    except ValueError as exc:
+        raise UsageError(f"simulate: {exc}") from exc
 
 
 def _simulate(args: argparse.Namespace) -> int:

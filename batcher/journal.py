@@ -91,6 +91,28 @@ class Journal:
             ),
         )
 
+    def forget(self, error_prefixes: tuple[str, ...]) -> int:
+        """Drop outcomes that are not final (rows a stopped run did not get answered)."""
+        dropped = 0
+        for prefix in error_prefixes:
+            cursor = self._db.execute(
+                "DELETE FROM results WHERE substr(error, 1, ?) = ?", (len(prefix), prefix)
+            )
+            dropped += cursor.rowcount
+        return dropped
+
+    def outcome_counts(self) -> dict[Outcome, int]:
+        """Recorded rows per outcome."""
+        counts = dict.fromkeys(Outcome, 0)
+        for outcome, n in self._db.execute("SELECT outcome, count(*) FROM results GROUP BY 1"):
+            counts[Outcome(outcome)] = int(n)
+        return counts
+
+    def count_errors(self, prefix: str) -> int:
+        """Recorded rows whose error starts with ``prefix``."""
+        query = "SELECT count(*) FROM results WHERE substr(error, 1, ?) = ?"
+        return int(self._db.execute(query, (len(prefix), prefix)).fetchone()[0])
+
     def __len__(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM results").fetchone()[0])
 

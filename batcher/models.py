@@ -144,6 +144,8 @@ class RunSummary:
     results_path: str = ""
     #: Rows skipped because they duplicate an earlier row (they do not make a run "not ok").
     duplicates: int = 0
+    #: Valid rows a dry run did not send (they do not make a dry run "not ok").
+    planned: int = 0
     #: Rows recorded by an earlier, interrupted run of the same job and not sent again.
     resumed: int = 0
     #: Why the run stopped early ("" when it ran to the end).
@@ -157,8 +159,8 @@ class RunSummary:
 
     @property
     def all_ok(self) -> bool:
-        """True when every row is ok, or skipped only as a duplicate of an earlier row."""
-        return self.outcomes[Outcome.OK] + self.duplicates == self.rows
+        """True when every row is ok, or skipped only as a duplicate or by a dry run."""
+        return self.outcomes[Outcome.OK] + self.duplicates + self.planned == self.rows
 
     def count(self, result: Result) -> None:
         self.outcomes[result.outcome] += 1

@@ -8,15 +8,23 @@ The pipeline, all in one anyio task group::
 
 Every row gets exactly one final outcome, recorded in the journal the
 moment it is known; the results file is written from the journal, in row
-order, when the run ends (or stops). Per-row trouble is an outcome, never an
+order, when the run ends or stops. Per-row trouble is an outcome, never an
 exception: the only exceptions that leave ``run_batch`` are for the run as a
 whole (``batcher.errors``).
+
+A run that stops early (401, Ctrl-C, SIGTERM) keeps its journal: the same
+command resumes it, sending only the rows that have no final outcome. A run
+that reaches the end removes its journal; the results file is its record.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+import signal
+from array import array
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -29,15 +37,16 @@ from batcher.client import AelystClient, request_body, request_url
 from batcher.clock import Clock, SystemClock
 from batcher.config import Settings, read_token
 from batcher.dedupe import DuplicateFinder
-from batcher.errors import AuthenticationFailed, UsageError
+from batcher.errors import AuthenticationFailed, Interrupted, RunAborted, UsageError
 from batcher.journal import Journal, journal_path
 from batcher.limiter import Pacer, PacingConfig
+from batcher.lock import RunLock
 from batcher.models import Answer, AnswerKind, Outcome, Record, Result, RunSummary
 from batcher.progress import NullProgress, Progress
 from batcher.reader import InputInfo, read_records, scan_input
 from batcher.validate import Invalid, check
 from batcher.workqueue import Job, WorkQueue
-from batcher.writer import write_results
+from batcher.writer import write_input_rows, write_results
 
 if TYPE_CHECKING:
     import httpx
@@ -47,9 +56,38 @@ SAMPLE_REQUESTS = 3
 #: 429 answers one row may get before batcher gives up on it (a guard against a server that
 #: never lets anything through; each 429 already pauses the whole run for Retry-After).
 MAX_THROTTLED = 100
-#: Error texts of rows not sent because the run stopped; such rows are sent on a resume.
-NOT_SENT_AUTH = "not sent: authentication failed"
+#: Seconds in-flight requests get to finish after Ctrl-C or SIGTERM.
+GRACE = 5.0
 DRY_RUN = "dry run: not sent"
+DUPLICATE = "duplicate of row "
+NOT_SENT_AUTH = "not sent: authentication failed"
+NOT_SENT_INTERRUPTED = "not sent: interrupted"
+IN_FLIGHT_INTERRUPTED = "interrupted while in flight (the call may have been applied)"
+AUTH_FAILED = "authentication failed: "
+#: Errors that are not final: a resumed run drops these outcomes and sends the rows again.
+NOT_FINAL = ("not sent: ", "interrupted while in flight", AUTH_FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a run's records come from.
+
+    Attributes:
+        info: The scanned file (path, hash, header).
+        total: Records the run goes through (for the progress bar).
+        extra_columns: The extra columns the results file carries, in order.
+        read: Makes a fresh iterator over the records, in ascending row order.
+    """
+
+    info: InputInfo
+    total: int
+    extra_columns: tuple[str, ...]
+    read: Callable[[], Iterator[Record]]
+
+
+def input_source(info: InputInfo) -> Source:
+    """An input CSV as a run's source."""
+    return Source(info, info.records, info.extra_columns, partial(read_records, info))
 
 
 def default_results_path(input_path: Path) -> Path:
@@ -63,11 +101,14 @@ def run_batch(
     out: str | Path | None = None,
     settings: Settings | None = None,
     dry_run: bool = False,
+    restart: bool = False,
+    failed_out: str | Path | None = None,
     token: str | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Clock | None = None,
     progress: Progress | None = None,
     rng: random.Random | None = None,
+    handle_signals: bool = False,
 ) -> RunSummary:
     """Run a whole batch and write its results file; return the run's counts.
 
@@ -76,89 +117,73 @@ def run_batch(
         out: The results file (default ``<input stem>.results.csv`` beside the input).
         settings: Run settings (default ``Settings()``).
         dry_run: Read and validate everything, send nothing.
+        restart: Discard what an interrupted run of the same results file recorded.
+        failed_out: Also write the rows worth another try here, in the input's own columns.
         token: The API token; by default read as ``settings`` says (environment or file).
         transport: An httpx transport to send through (tests pass a fake one).
         clock: The clock the pacer paces by (tests pass a fake one).
         progress: Where progress goes (default: nowhere).
         rng: Randomness for backoff and requeue jitter (tests pass a seeded one).
+        handle_signals: Stop gracefully on SIGINT/SIGTERM (main thread only; the CLI sets it).
 
     Raises:
         UsageError: the run could not start; nothing was sent.
         AuthenticationFailed: the server answered 401; the results file lists every row.
+        Interrupted: SIGINT or SIGTERM stopped the run; the results file lists every row.
     """
-    run, secret = _prepare(
-        input_path,
-        out=out,
+    settings = settings or Settings()
+    source = Path(input_path)
+    info = scan_input(source, encoding=settings.encoding, delimiter=settings.delimiter or None)
+    return start_run(
+        input_source(info),
+        out=Path(out) if out is not None else default_results_path(source),
         settings=settings,
         dry_run=dry_run,
+        restart=restart,
+        failed_out=Path(failed_out) if failed_out is not None else None,
         token=token,
+        transport=transport,
         clock=clock,
         progress=progress,
         rng=rng,
+        handle_signals=handle_signals,
     )
-    return anyio.run(run.execute, secret, transport, backend="asyncio")
 
 
-async def run_batch_async(
-    input_path: str | Path,
+def start_run(
+    source: Source,
     *,
-    out: str | Path | None = None,
-    settings: Settings | None = None,
+    out: Path,
+    settings: Settings,
     dry_run: bool = False,
+    restart: bool = False,
+    failed_out: Path | None = None,
     token: str | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Clock | None = None,
     progress: Progress | None = None,
     rng: random.Random | None = None,
+    handle_signals: bool = False,
 ) -> RunSummary:
-    """``run_batch`` for callers already inside an event loop (asyncio)."""
-    prepare = partial(
-        _prepare,
-        input_path,
-        out=out,
-        settings=settings,
-        dry_run=dry_run,
-        token=token,
-        clock=clock,
-        progress=progress,
-        rng=rng,
-    )
-    run, secret = await anyio.to_thread.run_sync(prepare)
-    return await run.execute(secret, transport)
-
-
-def _prepare(
-    input_path: str | Path,
-    *,
-    out: str | Path | None,
-    settings: Settings | None,
-    dry_run: bool,
-    token: str | None,
-    clock: Clock | None,
-    progress: Progress | None,
-    rng: random.Random | None,
-) -> tuple[_Run, str]:
-    """Everything that can fail before a request is sent: input, paths, token."""
-    settings = settings or Settings()
-    source = Path(input_path)
-    results_path = Path(out) if out is not None else default_results_path(source)
-    info = scan_input(source, encoding=settings.encoding, delimiter=settings.delimiter or None)
-    if results_path.resolve() == source.resolve():
-        raise UsageError(f"the results file {str(results_path)!r} would overwrite the input")
-    if not results_path.parent.is_dir():
-        raise UsageError(f"the results file's folder {str(results_path.parent)!r} does not exist")
-    if not dry_run and token is None:
-        token = read_token(settings)
-    run = _Run(
-        info=info,
-        results_path=results_path,
-        settings=settings,
-        dry_run=dry_run,
-        clock=clock or SystemClock(),
-        progress=progress or NullProgress(),
-        rng=rng or random.Random(),
-    )
-    return run, token or ""
+    """Run any ``Source`` to a results file (``run_batch`` and ``retry_batch`` share this)."""
+    if out.resolve() == source.info.path.resolve():
+        raise UsageError(f"the results file {str(out)!r} would overwrite the input")
+    if not out.parent.is_dir():
+        raise UsageError(f"the results file's folder {str(out.parent)!r} does not exist")
+    secret = "" if dry_run else (token if token is not None else read_token(settings))
+    with RunLock(out):
+        run = _Run(
+            source=source,
+            results_path=out,
+            settings=settings,
+            dry_run=dry_run,
+            failed_out=failed_out,
+            clock=clock or SystemClock(),
+            progress=progress or NullProgress(),
+            rng=rng or random.Random(),
+        )
+        run.open_journal(restart=restart)
+        return anyio.run(run.execute, secret, transport, handle_signals, backend="asyncio")
 
 
 class _Run:
@@ -167,18 +192,20 @@ class _Run:
     def __init__(
         self,
         *,
-        info: InputInfo,
+        source: Source,
         results_path: Path,
         settings: Settings,
         dry_run: bool,
+        failed_out: Path | None,
         clock: Clock,
         progress: Progress,
         rng: random.Random,
     ) -> None:
-        self.info = info
+        self.source = source
         self.results_path = results_path
         self.settings = settings
         self.dry_run = dry_run
+        self.failed_out = failed_out
         self.clock = clock
         self.progress = progress
         self.rng = rng
@@ -192,10 +219,42 @@ class _Run:
             ),
             clock,
         )
+        #: Rows an earlier run of this job recorded for good, ascending (empty on a fresh run).
+        self.done_rows: array[int] = array("q")
+        #: Jobs whose request is on the wire, by row.
+        self.in_flight: dict[int, Job] = {}
+        self.interrupted = False
 
-    async def execute(self, token: str, transport: httpx.AsyncBaseTransport | None) -> RunSummary:
+    def open_journal(self, *, restart: bool) -> None:
+        """Start a journal, or pick up the one an interrupted run of this job left."""
+        path = journal_path(self.results_path)
+        if self.dry_run:
+            # A dry run never leaves anything a real run would resume from.
+            path = path.with_name(path.name + ".dry-run")
+        if path.exists() and not restart and not self.dry_run:
+            journal = Journal(path)
+            if journal.get_meta("input_sha256") != self.source.info.sha256:
+                journal.close()
+                raise UsageError(
+                    f"{str(self.source.info.path)!r} changed since the interrupted run that "
+                    f"wrote {str(path)!r}; to start over and send every row again, add --restart"
+                )
+            journal.forget(NOT_FINAL)
+            self.done_rows = array("q", journal.recorded_rows())
+            self.summary.resumed = len(self.done_rows)
+            self.summary.outcomes = journal.outcome_counts()
+            self.summary.duplicates = journal.count_errors(DUPLICATE)
+            self.journal = journal
+            return
+        for suffix in ("", "-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        self.journal = Journal(path)
+        self.journal.set_meta("input_sha256", self.source.info.sha256)
+
+    async def execute(
+        self, token: str, transport: httpx.AsyncBaseTransport | None, handle_signals: bool
+    ) -> RunSummary:
         started = self.clock.now()
-        self.journal = self._open_journal()
         duplicates = DuplicateFinder()
         try:
             async with (
@@ -210,6 +269,8 @@ class _Run:
             ):
                 background.start_soon(self._show_progress)
                 async with anyio.create_task_group() as tasks:
+                    if handle_signals:
+                        background.start_soon(self._watch_signals, tasks.cancel_scope)
                     tasks.start_soon(self._feed, duplicates)
                     for _ in range(1 if self.dry_run else self.settings.concurrency):
                         tasks.start_soon(self._work, client)
@@ -217,38 +278,47 @@ class _Run:
         finally:
             duplicates.close()
             self.progress.close()
-            self.summary.elapsed = self.clock.now() - started
-            write_results(self.results_path, self.journal.results(), self.info.extra_columns)
-            if self.summary.stopped:
-                self.journal.close()  # kept: the same command resumes from it
-            else:
-                self.journal.remove()
+            self._finish_run(started)
         if self.summary.stopped:
-            raise AuthenticationFailed(
-                f"the server answered 401 (UN_AUTHORIZED): check the token in "
-                f"{self.settings.token_env}; rows not sent are marked skipped, and running "
-                "the same command again sends them",
-                summary=self.summary,
-            )
+            raise self._abort_error()
         return self.summary
 
-    def _open_journal(self) -> Journal:
-        path = journal_path(self.results_path)
-        if self.dry_run:
-            # A dry run never leaves anything a real run would resume from.
-            path = path.with_name(path.name + ".dry-run")
-        for suffix in ("", "-wal", "-shm"):
-            path.with_name(path.name + suffix).unlink(missing_ok=True)
-        journal = Journal(path)
-        journal.set_meta("input_sha256", self.info.sha256)
-        return journal
+    def _finish_run(self, started: float) -> None:
+        """Whatever happened: every row gets an outcome and the results file is written."""
+        if self.summary.stopped:
+            self._record_unsent()
+        self.summary.elapsed = self.clock.now() - started
+        write_results(self.results_path, self.journal.results(), self.source.extra_columns)
+        if self.failed_out is not None:
+            info = self.source.info
+            retry = (r for r in self.journal.results() if needs_retry(r))
+            write_input_rows(self.failed_out, retry, info.header, info.columns)
+        if self.summary.stopped:
+            self.journal.close()  # kept: the same command resumes from it
+        else:
+            self.journal.remove()
+
+    def _abort_error(self) -> RunAborted:
+        if self.summary.stopped == NOT_SENT_AUTH:
+            return AuthenticationFailed(
+                f"the server answered 401 (UN_AUTHORIZED): check the token in "
+                f"{self.settings.token_env}; rows not sent are marked skipped, and running "
+                "the same command again sends only those",
+                summary=self.summary,
+            )
+        return Interrupted(
+            "interrupted: rows not sent are marked skipped; run the same command again to "
+            "send only those",
+            summary=self.summary,
+        )
 
     # -- the feeder: input rows in file order -------------------------------------------------
 
     async def _feed(self, duplicates: DuplicateFinder) -> None:
         allowed = self.settings.allowed_categories or None
         chunk_rows = 20_000
-        records = read_records(self.info, chunk_rows=chunk_rows)
+        records = self.source.read()
+        done = self.done_rows
         try:
             while True:
                 # Parsing a chunk takes a while: do it off the event loop.
@@ -258,26 +328,38 @@ class _Run:
                 for i, record in enumerate(chunk):
                     if i % 256 == 0:
                         await anyio.lowlevel.checkpoint()
-                    await self._feed_one(record, allowed, duplicates)
+                    resumed = _contains(done, record.row)
+                    await self._feed_one(record, allowed, duplicates, resumed=resumed)
         finally:
             self.queue.close()
 
     async def _feed_one(
-        self, record: Record, allowed: tuple[str, ...] | None, duplicates: DuplicateFinder
+        self,
+        record: Record,
+        allowed: tuple[str, ...] | None,
+        duplicates: DuplicateFinder,
+        *,
+        resumed: bool,
     ) -> None:
         verdict = check(record, allowed_categories=allowed)
         if isinstance(verdict, Invalid):
-            self._record(Result(record, Outcome.INVALID, error=verdict.reason))
+            if not resumed:
+                self._record(Result(record, Outcome.INVALID, error=verdict.reason))
             return
+        # Every valid row, resumed or not, updates the duplicate finder, so that
+        # "duplicate of row N" means the same on a resume as on a fresh run.
         earlier = duplicates.earlier_row(verdict)
+        if resumed:
+            return
         if earlier is not None:
             self.summary.duplicates += 1
-            self._record(Result(record, Outcome.SKIPPED, error=f"duplicate of row {earlier}"))
+            self._record(Result(record, Outcome.SKIPPED, error=f"{DUPLICATE}{earlier}"))
             return
         if self.dry_run:
             if len(self.summary.sample_requests) < SAMPLE_REQUESTS:
                 url = request_url(self.settings.base_url, verdict.identifier)
                 self.summary.sample_requests.append(("POST", url, request_body(verdict).decode()))
+            self.summary.planned += 1
             self._record(Result(record, Outcome.SKIPPED, error=DRY_RUN))
             return
         if not await self.queue.put(Job(verdict)):
@@ -288,7 +370,9 @@ class _Run:
     async def _work(self, client: AelystClient) -> None:
         while (job := await self.queue.get()) is not None:
             await self.pacer.acquire(job.contact)
+            self.in_flight[job.request.row] = job
             answer = await client.send(job.request)
+            del self.in_flight[job.request.row]
             job.attempts += 1
             job.last_status = answer.http_status
             job.last_error = answer.error
@@ -304,7 +388,7 @@ class _Run:
         elif kind is AnswerKind.REFUSED:
             self._finish(job, Outcome.FAILED, error=answer.error)
         elif kind is AnswerKind.AUTH:
-            self._finish(job, Outcome.FAILED, error=f"authentication failed: {answer.error}")
+            self._finish(job, Outcome.FAILED, error=f"{AUTH_FAILED}{answer.error}")
             self._stop(NOT_SENT_AUTH)
         elif kind is AnswerKind.RATE_LIMITED:
             job.throttled += 1
@@ -355,6 +439,8 @@ class _Run:
             error=error,
         )
 
+    # -- stopping -------------------------------------------------------------------------------
+
     def _stop(self, reason: str) -> None:
         """Send nothing more: every row not yet answered is recorded as not sent."""
         if self.summary.stopped:
@@ -362,6 +448,31 @@ class _Run:
         self.summary.stopped = reason
         for job in self.queue.stop():
             self._record(self._result(job, Outcome.SKIPPED, error=reason))
+
+    async def _watch_signals(self, work: anyio.CancelScope) -> None:
+        """First SIGINT/SIGTERM: stop taking rows, give in-flight requests GRACE seconds.
+        A second one: stop now."""
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                if self.interrupted:
+                    work.cancel()
+                    return
+                self.interrupted = True
+                self._stop(NOT_SENT_INTERRUPTED)
+                work.deadline = min(work.deadline, anyio.current_time() + GRACE)
+
+    def _record_unsent(self) -> None:
+        """After a stop, give every row still without an outcome one: not sent."""
+        recorded = array("q", self.journal.recorded_rows())
+        reason = self.summary.stopped
+        for record in self.source.read():
+            if _contains(recorded, record.row):
+                continue
+            job = self.in_flight.get(record.row)
+            if job is not None:
+                self._record(self._result(job, Outcome.SKIPPED, error=IN_FLIGHT_INTERRUPTED))
+            else:
+                self._record(Result(record, Outcome.SKIPPED, error=reason))
 
     def _record(self, result: Result) -> None:
         self.journal.record(result)
@@ -377,6 +488,29 @@ class _Run:
                 paused_for=self.pacer.paused_for,
             )
             await anyio.sleep(0.5)
+
+
+def needs_retry(result: Result) -> bool:
+    """Whether a row is worth sending again as it is: the default of ``batcher retry``.
+
+    Yes for ``deferred``; for ``skipped`` other than duplicates and dry runs; and for
+    ``failed`` with a cause that may pass later (5xx, timeout, network, retries
+    exhausted, 429, authentication). Not for 400/404 or ``invalid``: the same row
+    would fail the same way.
+    """
+    if result.outcome is Outcome.DEFERRED:
+        return True
+    if result.outcome is Outcome.SKIPPED:
+        return not result.error.startswith((DUPLICATE, DRY_RUN))
+    if result.outcome is Outcome.FAILED:
+        status = result.http_status
+        return status is None or status >= 500 or status in (401, 429)
+    return False
+
+
+def _contains(rows: array[int], row: int) -> bool:
+    i = bisect_left(rows, row)
+    return i < len(rows) and rows[i] == row
 
 
 def _take(records: Iterator[Record], n: int) -> list[Record]:

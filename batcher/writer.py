@@ -1,8 +1,8 @@
 """The results file: one row per input record, in input order.
 
-Columns: ``RESULT_COLUMNS`` then the input's extra columns. The file is
-written to a temporary name beside the target and renamed into place, so a
-results file is either complete or absent, never half-written.
+Columns: ``RESULT_COLUMNS`` then the input's extra columns. Every file here is
+written to a temporary name beside the target and renamed into place, so it
+is either complete or absent, never half-written.
 """
 
 from __future__ import annotations
@@ -10,28 +10,19 @@ from __future__ import annotations
 import csv
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from batcher.models import RESULT_COLUMNS, Result
 
 
 def write_results(path: Path, results: Iterable[Result], extra_columns: tuple[str, ...]) -> int:
     """Write the results file atomically; return how many rows it holds."""
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    rows = 0
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            writer = csv.writer(out)
-            writer.writerow((*RESULT_COLUMNS, *extra_columns))
-            for result in results:
-                writer.writerow(result_row(result))
-                rows += 1
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return rows
+    with _atomic_csv(path) as writer:
+        writer.writerow((*RESULT_COLUMNS, *extra_columns))
+        return _write_rows(writer, (result_row(result) for result in results))
 
 
 def result_row(result: Result) -> tuple[object, ...]:
@@ -50,3 +41,48 @@ def result_row(result: Result) -> tuple[object, ...]:
         result.error,
         *record.extras,
     )
+
+
+def write_input_rows(
+    path: Path,
+    results: Iterable[Result],
+    header: tuple[str, ...],
+    columns: dict[str, int | None],
+) -> int:
+    """Write rows back in the input's own columns (for ``--failed-out``); return the count."""
+    where = {index: name for name, index in columns.items() if index is not None}
+    extra_at = [i for i in range(len(header)) if i not in where]
+
+    def cells(result: Result) -> list[str]:
+        record = result.record
+        row = [""] * len(header)
+        for index, name in where.items():
+            row[index] = getattr(record, name)
+        for index, value in zip(extra_at, record.extras, strict=False):
+            row[index] = value
+        return row
+
+    with _atomic_csv(path) as writer:
+        writer.writerow(header)
+        return _write_rows(writer, (cells(result) for result in results))
+
+
+def _write_rows(writer: Any, rows: Iterable[Iterable[object]]) -> int:
+    count = 0
+    for row in rows:
+        writer.writerow(row)
+        count += 1
+    return count
+
+
+@contextmanager
+def _atomic_csv(path: Path) -> Iterator[Any]:
+    """A csv writer on a temporary file that replaces ``path`` only if all went well."""
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+            yield csv.writer(out)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,62 @@
+"""One run at a time per results file.
+
+The lock is an advisory ``flock`` on ``RESULTS.csv.lock``. The kernel drops
+it when the process ends, however it ends (``kill -9`` included), so a
+crashed run never leaves a lock that has to be removed by hand.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from types import TracebackType
+
+from batcher.errors import UsageError
+
+
+def lock_path(results_path: Path) -> Path:
+    return results_path.with_name(results_path.name + ".lock")
+
+
+class RunLock:
+    """Held for a whole run; a second run on the same results file is refused at once."""
+
+    def __init__(self, results_path: Path) -> None:
+        self.path = lock_path(results_path)
+        self._results = results_path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise UsageError(
+                f"another batcher run (pid {holder}) is writing {str(self._results)!r}; "
+                "wait for it to finish, or give this run another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        self.path.unlink(missing_ok=True)
+        os.close(self._fd)  # closing drops the flock
+        self._fd = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()

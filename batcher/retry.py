@@ -1,0 +1,129 @@
+"""``batcher retry``: send again the rows of a results file that are worth it.
+
+The results file is read as input: its ``identifier``/``status``/``category``/
+``summary`` columns are the calls, its ``row`` column keeps the original row
+numbers, and the columns after ``error`` are the original extra columns. The
+new results file has the same format and holds the rows that were sent again.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from batcher.clock import Clock
+from batcher.config import Settings
+from batcher.errors import InputFileError, UsageError
+from batcher.models import RESULT_COLUMNS, Outcome, Record, Result, RunSummary
+from batcher.progress import Progress
+from batcher.reader import read_records, scan_input
+from batcher.runner import Source, needs_retry, start_run
+
+if TYPE_CHECKING:
+    import httpx
+
+_OWN = frozenset(RESULT_COLUMNS) - {"identifier", "status", "category", "summary"}
+
+
+def default_retry_path(results_path: Path) -> Path:
+    """``<results stem>.retry.csv`` beside the results file."""
+    return results_path.with_name(f"{results_path.stem}.retry.csv")
+
+
+def parse_outcomes(text: str) -> frozenset[Outcome]:
+    """``failed,deferred`` as a set of outcomes; UsageError naming the allowed ones."""
+    chosen = set()
+    for name in filter(None, (part.strip().lower() for part in text.split(","))):
+        try:
+            chosen.add(Outcome(name))
+        except ValueError:
+            allowed = ", ".join(o.value for o in Outcome if o is not Outcome.OK)
+            raise UsageError(f"--outcomes: {name!r} is not one of {allowed}") from None
+    if not chosen:
+        raise UsageError("--outcomes names no outcome")
+    return frozenset(chosen)
+
+
+def retry_source(
+    results_path: Path, outcomes: Collection[Outcome] | None = None, *, settings: Settings
+) -> Source:
+    """The rows of a results file to send again, as a run's source.
+
+    ``outcomes`` None selects as ``runner.needs_retry`` says; a set selects every row
+    with one of those outcomes (``failed`` then includes 400 and 404).
+    """
+    info = scan_input(results_path, encoding="utf-8", delimiter=settings.delimiter or ",")
+    missing = [c for c in RESULT_COLUMNS if c not in {n.casefold() for n in info.header}]
+    if missing:
+        raise InputFileError(
+            f"{str(results_path)!r} is not a batcher results file: no {', '.join(missing)} column"
+        )
+    names = info.extra_columns
+    at = {name.casefold(): i for i, name in enumerate(names)}
+    keep = [i for i, name in enumerate(names) if name.casefold() not in _OWN]
+    extra_columns = tuple(names[i] for i in keep)
+
+    def selected() -> Iterator[Record]:
+        for record in read_records(info):
+            result = _as_result(record, at, keep)
+            if result is None:
+                continue
+            chosen = needs_retry(result) if outcomes is None else result.outcome in outcomes
+            if chosen:
+                yield result.record
+
+    total = sum(1 for _ in selected())
+    return Source(info, total, extra_columns, selected)
+
+
+def _as_result(record: Record, at: dict[str, int], keep: list[int]) -> Result | None:
+    """The results-file row as it was, with its original row number and extras."""
+    cells = record.extras
+    try:
+        row = int(cells[at["row"]])
+        outcome = Outcome(cells[at["outcome"]])
+        status_text = cells[at["http_status"]]
+        http_status = int(status_text) if status_text else None
+    except (ValueError, IndexError):
+        return None  # not a row batcher wrote: leave it alone
+    original = Record(
+        row,
+        record.identifier,
+        record.status,
+        record.category,
+        record.summary,
+        tuple(cells[i] for i in keep if i < len(cells)),
+    )
+    return Result(original, outcome, http_status=http_status, error=cells[at["error"]])
+
+
+def retry_batch(
+    results_path: str | Path,
+    *,
+    out: str | Path | None = None,
+    outcomes: Collection[Outcome] | None = None,
+    settings: Settings | None = None,
+    token: str | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    clock: Clock | None = None,
+    progress: Progress | None = None,
+    rng: random.Random | None = None,
+    handle_signals: bool = False,
+) -> RunSummary:
+    """Send again the rows of a results file worth another try; write a new results file."""
+    settings = settings or Settings()
+    source_path = Path(results_path)
+    source = retry_source(source_path, outcomes, settings=settings)
+    return start_run(
+        source,
+        out=Path(out) if out is not None else default_retry_path(source_path),
+        settings=settings,
+        token=token,
+        transport=transport,
+        clock=clock,
+        progress=progress,
+        rng=rng,
+        handle_signals=handle_signals,
+    )
