@@ -255,6 +255,8 @@ def _print_summary(summary: RunSummary) -> None:
     per_second = summary.requests / elapsed if elapsed > 0 else 0.0
     counts = " · ".join(f"{outcome.value} {summary.outcomes[outcome]}" for outcome in Outcome)
     statuses = " ".join(f"{code} x{n}" for code, n in sorted(summary.http_statuses.items()))
+    if summary.no_answer:
+        statuses += f" no answer x{summary.no_answer}"
     lines = [
         f"batcher: {summary.rows} rows in {elapsed:.1f} s, {summary.requests} requests "
         f"({per_second:.1f}/s)",
@@ -279,9 +281,14 @@ def _add_simulator_options(sim: argparse.ArgumentParser) -> None:
     sim.add_argument(
         "--path-limit", type=int, metavar="N", help="requests per window per unique path"
     )
-    sim.add_argument("--window", type=float, default=1.0, metavar="SECONDS")
     sim.add_argument(
-        "--rate-headers", choices=("normal", "none", "zero", "garbage"), default="normal"
+        "--window", type=float, default=1.0, metavar="SECONDS", help="rate-limit window length"
+    )
+    sim.add_argument(
+        "--rate-headers",
+        choices=("normal", "none", "zero", "garbage"),
+        default="normal",
+        help="X-RateLimit headers: true ones (normal), none, Limit 0 (zero), or not numbers",
     )
     sim.add_argument(
         "--queue-share",
@@ -311,7 +318,9 @@ def _add_simulator_options(sim: argparse.ArgumentParser) -> None:
         metavar="SHARE",
         help="share of requests whose connection is dropped",
     )
-    sim.add_argument("--latency", type=float, default=0.0, metavar="SECONDS")
+    sim.add_argument(
+        "--latency", type=float, default=0.0, metavar="SECONDS", help="delay before each answer"
+    )
     sim.add_argument(
         "--require-category", action="store_true", help="a close without a category is answered 400"
     )
@@ -321,7 +330,7 @@ def _add_simulator_options(sim: argparse.ArgumentParser) -> None:
         metavar="N",
         help="answer 401 to everything after N accepted requests",
     )
-    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     sim.add_argument("--log", metavar="FILE", help="append one JSON line per request")
 
 

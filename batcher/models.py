@@ -144,6 +144,8 @@ class RunSummary:
     results_path: str = ""
     #: Rows skipped because they duplicate an earlier row (they do not make a run "not ok").
     duplicates: int = 0
+    #: Requests that got no answer (timeout, connection error).
+    no_answer: int = 0
     #: Valid rows a dry run did not send (they do not make a dry run "not ok").
     planned: int = 0
     #: Rows recorded by an earlier, interrupted run of the same job and not sent again.
@@ -167,7 +169,9 @@ class RunSummary:
 
     def count_answer(self, http_status: int | None) -> None:
         self.requests += 1
-        if http_status is not None:
+        if http_status is None:
+            self.no_answer += 1
+        else:
             self.http_statuses[http_status] = self.http_statuses.get(http_status, 0) + 1
 
 
