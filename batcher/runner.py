@@ -370,6 +370,9 @@ class _Run:
     async def _work(self, client: AelystClient) -> None:
         while (job := await self.queue.get()) is not None:
             await self.pacer.acquire(job.contact)
+            if self.queue.stopped:  # stopped while this worker waited for its turn
+                self._record(self._result(job, Outcome.SKIPPED, error=self.summary.stopped))
+                continue
             self.in_flight[job.request.row] = job
             answer = await client.send(job.request)
             del self.in_flight[job.request.row]
