@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batcher.errors import BatcherError, RunAborted, UsageError
-from batcher.models import Outcome, RunSummary
+from batcher.models import Plan, RunSummary
 
 if TYPE_CHECKING:
+    from batcher.config import Settings
+    from batcher.runner import Source
     from batcher.simulator import SimulatorConfig
 
 EXIT_OK, EXIT_NOT_ALL_OK, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
@@ -39,12 +41,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.command(args)
-    except BatcherError as exc:
+    except BatcherError as exc:  # the run could not start: nothing was sent
         print(f"batcher: error: {exc}", file=sys.stderr)
-        summary = exc.summary if isinstance(exc, RunAborted) else None
-        if isinstance(summary, RunSummary):
-            _print_summary(summary)
-            print(f"to resume: {shlex.join(['batcher', *sys.argv[1:]])}", file=sys.stderr)
+        if getattr(args, "summary_json", None):
+            from batcher.report import write_json  # noqa: PLC0415
+
+            write_json(args.summary_json, {"exit_code": exc.exit_code, "error": str(exc)})
         return exc.exit_code
     return code
 
@@ -178,10 +180,36 @@ def _add_run_options(run: argparse.ArgumentParser, *, retry_command: bool = Fals
             "columns, ready for batcher run",
         )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--quiet", action="store_true", help="print only errors and a one-line summary"
+    )
+    run.add_argument(
+        "--max-duration",
+        metavar="DURATION",
+        help="at this time after the start (e.g. 45m, 2h, 90s) take no new rows, finish "
+        "as on SIGTERM and exit 1; the same command resumes",
+    )
+    run.add_argument(
+        "--summary-json",
+        type=Path,
+        metavar="FILE",
+        help="also write counts, times, rates and the exit code as JSON (no row data)",
+    )
+    run.add_argument(
+        "--log-file",
+        type=Path,
+        metavar="FILE",
+        help="append one JSON line per request attempt",
+    )
+    run.add_argument(
+        "--redact",
+        action="store_true",
+        help="in the --log-file, emails and phone numbers as stable hashes",
+    )
 
 
 def _settings_from(args: argparse.Namespace) -> Any:
-    from batcher.config import load_settings  # noqa: PLC0415
+    from batcher.config import load_settings, parse_duration  # noqa: PLC0415
 
     overrides = {
         "base_url": args.base_url,
@@ -193,56 +221,89 @@ def _settings_from(args: argparse.Namespace) -> Any:
         "encoding": args.encoding,
         "delimiter": {"tab": "\t", "\\t": "\t"}.get(args.delimiter, args.delimiter),
         "progress": False if args.no_progress else None,
+        "max_duration": parse_duration(args.max_duration) if args.max_duration else None,
     }
     return load_settings(args.config, overrides)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from batcher.progress import make_progress  # noqa: PLC0415
     from batcher.reader import scan_input  # noqa: PLC0415
-    from batcher.runner import (  # noqa: PLC0415
-        default_results_path,
-        input_source,
-        start_run,
-    )
+    from batcher.runner import default_results_path, input_source  # noqa: PLC0415
 
     settings = _settings_from(args)
     info = scan_input(args.input, encoding=settings.encoding, delimiter=settings.delimiter or None)
-    source = input_source(info)
-    summary = start_run(
-        source,
-        out=args.out or default_results_path(args.input),
-        settings=settings,
+    out = args.out or default_results_path(args.input)
+    return _execute(
+        args,
+        settings,
+        input_source(info),
+        out,
         dry_run=args.dry_run,
         restart=args.restart,
         failed_out=args.failed_out,
-        progress=make_progress(settings.progress, source.total),
-        handle_signals=True,
     )
-    if args.dry_run:
-        for method, url, body in summary.sample_requests:
-            print(f"{method} {url}\n  {body}")
-    _print_summary(summary)
-    return exit_code(summary)
 
 
 def _retry(args: argparse.Namespace) -> int:
-    from batcher.progress import make_progress  # noqa: PLC0415
     from batcher.retry import default_retry_path, parse_outcomes, retry_source  # noqa: PLC0415
-    from batcher.runner import start_run  # noqa: PLC0415
 
     settings = _settings_from(args)
     outcomes = parse_outcomes(args.outcomes) if args.outcomes else None
     source = retry_source(args.results, outcomes, settings=settings)
-    summary = start_run(
-        source,
-        out=args.out or default_retry_path(args.results),
-        settings=settings,
-        progress=make_progress(settings.progress, source.total),
-        handle_signals=True,
+    return _execute(args, settings, source, args.out or default_retry_path(args.results))
+
+
+def _execute(
+    args: argparse.Namespace, settings: Settings, source: Source, out: Path, **options: Any
+) -> int:
+    """Run a source to a results file and report: summary, plan, JSON, exit code."""
+    from batcher.attemptlog import JsonAttemptLog, NullAttemptLog  # noqa: PLC0415
+    from batcher.progress import make_progress  # noqa: PLC0415
+    from batcher.report import plan_lines, summary_json, write_json  # noqa: PLC0415
+    from batcher.runner import start_run  # noqa: PLC0415
+
+    def show_plan(plan: Plan) -> None:
+        lines = plan_lines(plan, settings.max_duration)
+        for line in lines if not args.quiet else ():
+            print(line, file=sys.stderr)
+
+    log = (
+        JsonAttemptLog(args.log_file, redact_identifiers=args.redact)
+        if args.log_file
+        else NullAttemptLog()
     )
-    _print_summary(summary)
-    return exit_code(summary)
+    summary: RunSummary | None
+    try:
+        summary = start_run(
+            source,
+            out=out,
+            settings=settings,
+            progress=make_progress(settings.progress, source.total, quiet=args.quiet),
+            handle_signals=True,
+            attempt_log=log,
+            on_plan=show_plan,
+            **options,
+        )
+        code = exit_code(summary)
+    except RunAborted as exc:
+        print(f"batcher: error: {exc}", file=sys.stderr)
+        summary = exc.summary if isinstance(exc.summary, RunSummary) else None
+        code = exc.exit_code
+    finally:
+        log.close()
+    if summary is not None:
+        _print_summary(summary, quiet=args.quiet)
+        if summary.stopped and not options.get("dry_run"):
+            print(f"to resume: {shlex.join(['batcher', *sys.argv[1:]])}", file=sys.stderr)
+        if args.summary_json:
+            data = summary_json(
+                summary, exit_code=code, input_path=source.info.path, results_path=out
+            )
+            write_json(args.summary_json, data)
+    if options.get("dry_run") and summary is not None:
+        for method, url, body in summary.sample_requests:
+            print(f"{method} {url}\n  {body}")
+    return code
 
 
 def exit_code(summary: RunSummary) -> int:
@@ -250,20 +311,10 @@ def exit_code(summary: RunSummary) -> int:
     return EXIT_OK if summary.all_ok else EXIT_NOT_ALL_OK
 
 
-def _print_summary(summary: RunSummary) -> None:
-    elapsed = summary.elapsed
-    per_second = summary.requests / elapsed if elapsed > 0 else 0.0
-    counts = " · ".join(f"{outcome.value} {summary.outcomes[outcome]}" for outcome in Outcome)
-    statuses = " ".join(f"{code} x{n}" for code, n in sorted(summary.http_statuses.items()))
-    if summary.no_answer:
-        statuses += f" no answer x{summary.no_answer}"
-    lines = [
-        f"batcher: {summary.rows} rows in {elapsed:.1f} s, {summary.requests} requests "
-        f"({per_second:.1f}/s)",
-        f"  {counts}" + (f" (duplicates {summary.duplicates})" if summary.duplicates else ""),
-        f"  HTTP: {statuses or 'none sent'}",
-        f"  results: {summary.results_path}",
-    ]
+def _print_summary(summary: RunSummary, *, quiet: bool = False) -> None:
+    from batcher.report import one_line, summary_lines  # noqa: PLC0415
+
+    lines = [one_line(summary)] if quiet else summary_lines(summary)
     print("\n".join(lines), file=sys.stderr)
 
 

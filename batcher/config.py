@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Mapping
@@ -44,6 +45,8 @@ class Settings:
         encoding: The input file's encoding.
         delimiter: The input's field delimiter; "" sniffs among , ; tab |.
         progress: Show a progress bar (only ever on a terminal).
+        max_duration: Seconds after which the run takes no new rows and ends as on
+            SIGTERM (resumable); 0 for no deadline.
     """
 
     base_url: str = DEFAULT_BASE_URL
@@ -63,6 +66,7 @@ class Settings:
     encoding: str = "utf-8"
     delimiter: str = ""
     progress: bool = True
+    max_duration: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self)
@@ -122,6 +126,8 @@ def _check(s: Settings) -> None:
     for name in ("start_rate", "window", "timeout", "backoff_base", "backoff_max"):
         if not getattr(s, name) > 0:
             raise UsageError(f"{name} must be more than 0, not {getattr(s, name)}")
+    if not s.max_duration >= 0:
+        raise UsageError(f"max_duration must be 0 (none) or more seconds, not {s.max_duration}")
     if not s.rate >= 0:
         raise UsageError(f"rate must be 0 (no ceiling) or more, not {s.rate}")
     if s.max_attempts < 1:
@@ -181,3 +187,15 @@ def read_token(settings: Settings, environ: Mapping[str, str] = os.environ) -> s
             "(batcher never takes the token on the command line)"
         )
     return token
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?")
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``45m``, ``2h``, ``1h30m`` as seconds; UsageError otherwise."""
+    match = _DURATION.fullmatch(text.strip().lower().replace(" ", ""))
+    if match is None or not any(match.groups()):
+        raise UsageError(f"duration {text!r} is not like 90s, 45m, 2h or 1h30m")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds

@@ -152,6 +152,9 @@ class RunSummary:
     resumed: int = 0
     #: Why the run stopped early ("" when it ran to the end).
     stopped: str = ""
+    #: Wall-clock start and end of the run, UTC, ISO 8601.
+    started_at: str = ""
+    ended_at: str = ""
     #: The first few requests a dry run would send: (method, URL, JSON body).
     sample_requests: list[tuple[str, str, str]] = field(default_factory=list)
 
@@ -213,3 +216,32 @@ class Answer:
     limit: float | None = None
     remaining: float | None = None
     retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a run is about to do, known before its first request.
+
+    Attributes:
+        rows: Records in the input.
+        to_send: Valid rows that will be sent.
+        invalid: Rows that break a rule (never sent).
+        duplicates: Rows that repeat the previous request for their contact (not sent).
+        resumed: Rows an interrupted run of this job already finished (not sent again).
+        start_rate: Requests per second before the API's headers are seen.
+        ceiling: Requests per second never exceeded, or None.
+    """
+
+    rows: int
+    to_send: int
+    invalid: int
+    duplicates: int
+    resumed: int
+    start_rate: float
+    ceiling: float | None
+
+    @property
+    def estimate(self) -> float:
+        """Seconds the sending takes at the ceiling, or at the start pace when there is none."""
+        pace = self.ceiling or self.start_rate
+        return self.to_send / pace if pace > 0 else 0.0

@@ -17,6 +17,9 @@ class Progress(Protocol):
     def advance(self, outcome: Outcome) -> None:
         """One more row has its final outcome."""
 
+    def note(self, message: str) -> None:
+        """A line for the person watching (on stderr, without breaking the bar)."""
+
     def show(self, *, pace: float, waiting: int, due_in: float, paused_for: float) -> None:
         """The pace (requests/s), rows set aside (449, backoff) and when the next is due."""
 
@@ -24,10 +27,17 @@ class Progress(Protocol):
 
 
 class NullProgress:
-    """Shows nothing."""
+    """No bar; notes go to ``stream`` as plain lines, or nowhere when it is None."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
 
     def advance(self, outcome: Outcome) -> None:
         pass
+
+    def note(self, message: str) -> None:
+        if self._stream is not None:
+            print(f"batcher: {message}", file=self._stream, flush=True)
 
     def show(self, *, pace: float, waiting: int, due_in: float, paused_for: float) -> None:
         pass
@@ -42,10 +52,14 @@ class BarProgress:
     def __init__(self, total: int, stream: TextIO) -> None:
         from tqdm import tqdm  # noqa: PLC0415 - keep `batcher --help` fast
 
+        self._stream = stream
         self._bar = tqdm(total=total, file=stream, unit="row", dynamic_ncols=True, leave=True)
         self._ok = 0
         self._failed = 0
         self._text = ""
+
+    def note(self, message: str) -> None:
+        self._bar.write(f"batcher: {message}", file=self._stream)
 
     def advance(self, outcome: Outcome) -> None:
         if outcome is Outcome.OK:
@@ -68,9 +82,13 @@ class BarProgress:
         self._bar.close()
 
 
-def make_progress(enabled: bool, total: int, stream: TextIO | None = None) -> Progress:
-    """A bar when asked for and stderr is a terminal; otherwise a ``NullProgress``."""
+def make_progress(
+    enabled: bool, total: int, *, quiet: bool = False, stream: TextIO | None = None
+) -> Progress:
+    """A bar when asked for and stderr is a terminal; otherwise plain notes (none if quiet)."""
     stream = stream or sys.stderr
+    if quiet:
+        return NullProgress()
     if enabled and stream.isatty():
         return BarProgress(total, stream)
-    return NullProgress()
+    return NullProgress(stream)

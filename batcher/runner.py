@@ -25,6 +25,7 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.lowlevel
 
+from batcher.attemptlog import AttemptLog, NullAttemptLog
 from batcher.client import AelystClient, request_body, request_url
 from batcher.clock import Clock, SystemClock
 from batcher.config import Settings, read_token
@@ -41,7 +43,7 @@ from batcher.errors import AuthenticationFailed, Interrupted, RunAborted, UsageE
 from batcher.journal import Journal, journal_path
 from batcher.limiter import Pacer, PacingConfig
 from batcher.lock import RunLock
-from batcher.models import Answer, AnswerKind, Outcome, Record, Result, RunSummary
+from batcher.models import Answer, AnswerKind, Outcome, Plan, Record, Result, RunSummary
 from batcher.progress import NullProgress, Progress
 from batcher.reader import InputInfo, read_records, scan_input
 from batcher.validate import Invalid, check
@@ -62,6 +64,7 @@ DRY_RUN = "dry run: not sent"
 DUPLICATE = "duplicate of row "
 NOT_SENT_AUTH = "not sent: authentication failed"
 NOT_SENT_INTERRUPTED = "not sent: interrupted"
+NOT_SENT_DEADLINE = "not sent: deadline"
 IN_FLIGHT_INTERRUPTED = "interrupted while in flight (the call may have been applied)"
 AUTH_FAILED = "authentication failed: "
 #: Errors that are not final: a resumed run drops these outcomes and sends the rows again.
@@ -109,6 +112,8 @@ def run_batch(
     progress: Progress | None = None,
     rng: random.Random | None = None,
     handle_signals: bool = False,
+    attempt_log: AttemptLog | None = None,
+    on_plan: Callable[[Plan], None] | None = None,
 ) -> RunSummary:
     """Run a whole batch and write its results file; return the run's counts.
 
@@ -125,6 +130,9 @@ def run_batch(
         progress: Where progress goes (default: nowhere).
         rng: Randomness for backoff and requeue jitter (tests pass a seeded one).
         handle_signals: Stop gracefully on SIGINT/SIGTERM (main thread only; the CLI sets it).
+        attempt_log: Where each request attempt is logged (default: nowhere).
+        on_plan: Called with the run's ``Plan`` before its first request (costs one
+            more read of the input).
 
     Raises:
         UsageError: the run could not start; nothing was sent.
@@ -147,6 +155,8 @@ def run_batch(
         progress=progress,
         rng=rng,
         handle_signals=handle_signals,
+        attempt_log=attempt_log,
+        on_plan=on_plan,
     )
 
 
@@ -164,6 +174,8 @@ def start_run(
     progress: Progress | None = None,
     rng: random.Random | None = None,
     handle_signals: bool = False,
+    attempt_log: AttemptLog | None = None,
+    on_plan: Callable[[Plan], None] | None = None,
 ) -> RunSummary:
     """Run any ``Source`` to a results file (``run_batch`` and ``retry_batch`` share this)."""
     if out.resolve() == source.info.path.resolve():
@@ -181,8 +193,11 @@ def start_run(
             clock=clock or SystemClock(),
             progress=progress or NullProgress(),
             rng=rng or random.Random(),
+            attempt_log=attempt_log or NullAttemptLog(),
         )
         run.open_journal(restart=restart)
+        if on_plan is not None and not dry_run:
+            on_plan(run.plan())
         return anyio.run(run.execute, secret, transport, handle_signals, backend="asyncio")
 
 
@@ -200,6 +215,7 @@ class _Run:
         clock: Clock,
         progress: Progress,
         rng: random.Random,
+        attempt_log: AttemptLog,
     ) -> None:
         self.source = source
         self.results_path = results_path
@@ -209,6 +225,7 @@ class _Run:
         self.clock = clock
         self.progress = progress
         self.rng = rng
+        self.attempt_log = attempt_log
         self.summary = RunSummary(results_path=str(results_path))
         self.queue = WorkQueue(max_pending=max(1000, 8 * settings.concurrency))
         self.pacer = Pacer(
@@ -251,10 +268,42 @@ class _Run:
         self.journal = Journal(path)
         self.journal.set_meta("input_sha256", self.source.info.sha256)
 
+    def plan(self) -> Plan:
+        """Count what the run will do (one read of the input, nothing sent)."""
+        allowed = self.settings.allowed_categories or None
+        duplicates = DuplicateFinder()
+        rows = to_send = invalid = repeats = 0
+        try:
+            for record in self.source.read():
+                rows += 1
+                verdict = check(record, allowed_categories=allowed)
+                if isinstance(verdict, Invalid):
+                    invalid += 1
+                    continue
+                repeat = duplicates.earlier_row(verdict) is not None
+                if _contains(self.done_rows, record.row):
+                    continue
+                if repeat:
+                    repeats += 1
+                else:
+                    to_send += 1
+        finally:
+            duplicates.close()
+        return Plan(
+            rows=rows,
+            to_send=to_send,
+            invalid=invalid,
+            duplicates=repeats,
+            resumed=len(self.done_rows),
+            start_rate=self.pacer.rate,
+            ceiling=self.settings.rate or None,
+        )
+
     async def execute(
         self, token: str, transport: httpx.AsyncBaseTransport | None, handle_signals: bool
     ) -> RunSummary:
         started = self.clock.now()
+        self.summary.started_at = _utc_now()
         duplicates = DuplicateFinder()
         try:
             async with (
@@ -271,6 +320,8 @@ class _Run:
                 async with anyio.create_task_group() as tasks:
                     if handle_signals:
                         background.start_soon(self._watch_signals, tasks.cancel_scope)
+                    if self.settings.max_duration and not self.dry_run:
+                        background.start_soon(self._deadline, tasks.cancel_scope)
                     tasks.start_soon(self._feed, duplicates)
                     for _ in range(1 if self.dry_run else self.settings.concurrency):
                         tasks.start_soon(self._work, client)
@@ -279,7 +330,7 @@ class _Run:
             duplicates.close()
             self.progress.close()
             self._finish_run(started)
-        if self.summary.stopped:
+        if self.summary.stopped in (NOT_SENT_AUTH, NOT_SENT_INTERRUPTED):
             raise self._abort_error()
         return self.summary
 
@@ -288,6 +339,7 @@ class _Run:
         if self.summary.stopped:
             self._record_unsent()
         self.summary.elapsed = self.clock.now() - started
+        self.summary.ended_at = _utc_now()
         write_results(self.results_path, self.journal.results(), self.source.extra_columns)
         if self.failed_out is not None:
             info = self.source.info
@@ -374,13 +426,30 @@ class _Run:
                 self._record(self._result(job, Outcome.SKIPPED, error=self.summary.stopped))
                 continue
             self.in_flight[job.request.row] = job
+            sent_at = self.clock.now()
             answer = await client.send(job.request)
+            latency = self.clock.now() - sent_at
             del self.in_flight[job.request.row]
             job.attempts += 1
             job.last_status = answer.http_status
             job.last_error = answer.error
             self.summary.count_answer(answer.http_status)
+            self.attempt_log.attempt(
+                row=job.request.row,
+                identifier=job.contact,
+                attempt=job.attempts,
+                http_status=answer.http_status,
+                latency=latency,
+                pace=self.pacer.rate,
+                error=answer.error,
+            )
+            paused = self.pacer.paused_for
             self.pacer.observe(job.contact, answer)
+            if self.pacer.paused_for > paused + 0.001:
+                self.progress.note(
+                    f"429 Too Many Requests: every worker waits {self.pacer.paused_for:.1f} s; "
+                    f"pace now {self.pacer.rate:.1f}/s"
+                )
             self._handle(job, answer)
 
     def _handle(self, job: Job, answer: Answer) -> None:
@@ -392,7 +461,7 @@ class _Run:
             self._finish(job, Outcome.FAILED, error=answer.error)
         elif kind is AnswerKind.AUTH:
             self._finish(job, Outcome.FAILED, error=f"{AUTH_FAILED}{answer.error}")
-            self._stop(NOT_SENT_AUTH)
+            self._stop(NOT_SENT_AUTH, "401 UN_AUTHORIZED: sending nothing more")
         elif kind is AnswerKind.RATE_LIMITED:
             job.throttled += 1
             if job.throttled >= MAX_THROTTLED:
@@ -444,10 +513,11 @@ class _Run:
 
     # -- stopping -------------------------------------------------------------------------------
 
-    def _stop(self, reason: str) -> None:
+    def _stop(self, reason: str, note: str) -> None:
         """Send nothing more: every row not yet answered is recorded as not sent."""
         if self.summary.stopped:
             return
+        self.progress.note(note)
         self.summary.stopped = reason
         for job in self.queue.stop():
             self._record(self._result(job, Outcome.SKIPPED, error=reason))
@@ -461,8 +531,22 @@ class _Run:
                     work.cancel()
                     return
                 self.interrupted = True
-                self._stop(NOT_SENT_INTERRUPTED)
+                self._stop(
+                    NOT_SENT_INTERRUPTED,
+                    f"interrupted: no new rows; requests in flight get {GRACE:.0f} s "
+                    "(interrupt again to stop now)",
+                )
                 work.deadline = min(work.deadline, anyio.current_time() + GRACE)
+
+    async def _deadline(self, work: anyio.CancelScope) -> None:
+        """At --max-duration: stop taking rows, as on SIGTERM, and end with exit 1."""
+        await anyio.sleep(self.settings.max_duration)
+        self._stop(
+            NOT_SENT_DEADLINE,
+            f"deadline ({self.settings.max_duration:.0f} s) reached: no new rows; "
+            f"requests in flight get {GRACE:.0f} s",
+        )
+        work.deadline = min(work.deadline, anyio.current_time() + GRACE)
 
     def _record_unsent(self) -> None:
         """After a stop, give every row still without an outcome one: not sent."""
@@ -509,6 +593,10 @@ def needs_retry(result: Result) -> bool:
         status = result.http_status
         return status is None or status >= 500 or status in (401, 429)
     return False
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _contains(rows: array[int], row: int) -> bool:

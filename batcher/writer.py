@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from batcher.models import RESULT_COLUMNS, Result
 
@@ -78,10 +78,17 @@ def _write_rows(writer: Any, rows: Iterable[Iterable[object]]) -> int:
 @contextmanager
 def _atomic_csv(path: Path) -> Iterator[Any]:
     """A csv writer on a temporary file that replaces ``path`` only if all went well."""
+    with atomic_text(path, newline="") as out:
+        yield csv.writer(out)
+
+
+@contextmanager
+def atomic_text(path: Path, *, newline: str | None = None) -> Iterator[TextIO]:
+    """A text file at a temporary name beside ``path``, renamed over it only if all went well."""
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            yield csv.writer(out)
+        with os.fdopen(handle, "w", encoding="utf-8", newline=newline) as out:
+            yield out
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

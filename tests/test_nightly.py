@@ -1,0 +1,153 @@
+"""Nightly-job features: --max-duration, --summary-json, --log-file/--redact, --quiet, the plan."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from batcher.attemptlog import redact
+from batcher.simulator import RunningSimulator
+from tests.conftest import TOKEN, CliRun, read_results, write_csv
+
+Cli = Callable[..., CliRun]
+Sim = Callable[..., RunningSimulator]
+HEADER = ("identifier", "status")
+
+
+def cron_run(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """batcher as cron runs it: no terminal, no stdin, output captured."""
+    env = {**os.environ, "AELYST_API_TOKEN": TOKEN}
+    return subprocess.run(
+        [sys.executable, "-m", "batcher", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_deadline_stops_writes_matching_summary_and_resumes(tmp_path: Path, simulator: Sim) -> None:
+    """A cron-style run past its --max-duration stops at the deadline (exit 1), writes a summary
+    JSON that matches the results file, and the same command resumes to completion."""
+    sim = simulator()
+    source = write_csv(tmp_path / "in.csv", HEADER, [[f"id:{i}", "close"] for i in range(1, 201)])
+    summary_path = tmp_path / "summary.json"
+    args = ["run", str(source), "--base-url", sim.base_url, "--rate", "40"]
+    args += ["--max-duration", "2s", "--summary-json", str(summary_path)]
+    started = time.monotonic()
+    first = cron_run(args)
+    took = time.monotonic() - started
+    assert first.returncode == 1, first.stderr
+    assert took < 15  # 200 rows at 40/s would take 5 s; the deadline cut it at 2 s
+    assert "deadline" in first.stderr
+    assert "\r" not in first.stderr  # no progress bar without a terminal
+    rows = read_results(tmp_path / "in.results.csv")
+    assert [int(r["row"]) for r in rows] == list(range(1, 201))
+    counts = Counter(r["outcome"] for r in rows)
+    assert 0 < counts["ok"] < 200
+    assert {r["error"] for r in rows if r["outcome"] == "skipped"} <= {
+        "not sent: deadline",
+        "interrupted while in flight (the call may have been applied)",
+    }
+    summary = json.loads(summary_path.read_text())
+    assert summary["exit_code"] == 1
+    assert summary["outcomes"] == {o: counts.get(o, 0) for o in summary["outcomes"]}
+    assert summary["rows"] == 200
+    assert summary["http_statuses"] == {"200": sim.simulator.count(200)}
+    assert summary["stopped"] == "not sent: deadline"
+    assert summary["input"] == str(source)
+    assert summary["results"] == str(tmp_path / "in.results.csv")
+    for key in ("started_at", "ended_at", "elapsed_seconds", "rows_per_second"):
+        assert summary[key]
+    assert "id:1" not in summary_path.read_text()  # no row data
+
+    second = cron_run(["run", str(source), "--base-url", sim.base_url, "--rate", "400",
+                       "--summary-json", str(summary_path)])  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    rows = read_results(tmp_path / "in.results.csv")
+    assert {r["outcome"] for r in rows} == {"ok"}
+    summary = json.loads(summary_path.read_text())
+    assert summary["exit_code"] == 0
+    assert summary["outcomes"]["ok"] == 200
+    assert summary["resumed"] == counts["ok"]
+
+
+def test_log_file_has_a_line_per_attempt_and_redacts(
+    tmp_path: Path, cli: Cli, simulator: Sim, token_env: str
+) -> None:
+    """--log-file writes one JSON line per request; --redact hides emails and phones stably."""
+    sim = simulator(queue_share=1.0, queue_hold=0.1)
+    rows = [["email:ana@x.com", "close"], ["phone:+60121233112", "open"], ["id:9", "open"]]
+    source = write_csv(tmp_path / "in.csv", HEADER, rows)
+    log = tmp_path / "attempts.jsonl"
+    args = ("--base-url", sim.base_url, "--requeue-delay", "0.15", "--log-file", log, "--redact")
+    result = cli("run", source, *args)
+    assert result.code == 0, result.err
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(lines) == len(sim.simulator.requests)
+    assert {line["http_status"] for line in lines} == {449, 200}
+    first = lines[0]
+    assert set(first) == {
+        "time", "row", "identifier", "attempt", "http_status", "latency_ms", "pace", "error",
+    }  # fmt: skip
+    text = log.read_text()
+    assert "ana@x.com" not in text
+    assert "60121233112" not in text
+    assert TOKEN not in text
+    assert redact("email:ana@x.com") in {line["identifier"] for line in lines}
+    assert "id:9" in {line["identifier"] for line in lines}
+    assert max(line["attempt"] for line in lines if line["row"] == 3) >= 2
+
+
+def test_quiet_prints_one_line(tmp_path: Path, cli: Cli, simulator: Sim, token_env: str) -> None:
+    """--quiet: stderr is the one-line summary only, stdout is empty."""
+    sim = simulator()
+    source = write_csv(tmp_path / "in.csv", HEADER, [["id:1", "open"], ["id:2", "open"]])
+    result = cli("run", source, "--base-url", sim.base_url, "--quiet")
+    assert result.code == 0
+    assert result.out == ""
+    assert result.err.count("\n") == 1
+    assert result.err.startswith("batcher: 2 rows in")
+
+
+def test_plan_is_printed_before_sending_and_warns_of_a_short_deadline(
+    tmp_path: Path, cli: Cli, simulator: Sim, token_env: str
+) -> None:
+    """The plan counts rows to send, invalid rows and duplicates; it warns of a short deadline."""
+    sim = simulator()
+    rows = [["id:1", "open"], ["id:1", "open"], ["bad", "open"], ["id:2", "close"]]
+    source = write_csv(tmp_path / "in.csv", HEADER, rows)
+    args = ("--base-url", sim.base_url, "--rate", "1", "--max-duration", "1s")
+    result = cli("run", source, *args)
+    assert "plan: 2 rows to send of 4 (1 invalid, 1 duplicates)" in result.err
+    assert "at most 1/s" in result.err
+    assert "warning: --max-duration 1s is shorter than the estimate (2s)" in result.err
+
+
+def test_summary_json_on_a_run_that_cannot_start(tmp_path: Path, cli: Cli) -> None:
+    """Exit 2 still writes --summary-json, with the exit code and the error."""
+    summary_path = tmp_path / "s.json"
+    result = cli("run", tmp_path / "missing.csv", "--summary-json", summary_path)
+    assert result.code == 2
+    data = json.loads(summary_path.read_text())
+    assert data["exit_code"] == 2
+    assert "missing.csv" in data["error"]
+
+
+@pytest.mark.parametrize("text", ["45x", "m", "-5"])
+def test_bad_max_duration_exits_2(tmp_path: Path, cli: Cli, text: str) -> None:
+    """A --max-duration that is not a duration: exit 2 naming the value."""
+    source = write_csv(tmp_path / "in.csv", HEADER, [["id:1", "open"]])
+    result = cli("run", source, "--dry-run", f"--max-duration={text}")
+    assert result.code == 2
+    assert repr(text) in result.err
