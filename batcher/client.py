@@ -184,8 +184,10 @@ def _error_text(
         return f"{status} {response.reason_phrase} (empty body)"
     if len(body) > MAX_BODY:
         return f"{status} {response.reason_phrase} (body over {MAX_BODY} bytes, not read)"
-    text = body[:ERROR_EXCERPT].decode("utf-8", "replace")
-    return f"{status} {response.reason_phrase} (not JSON: {text!r})"
+    text = repr(body[:ERROR_EXCERPT].decode("utf-8", "replace"))
+    if len(text) > ERROR_EXCERPT:  # escaping can make the excerpt longer than the body
+        text = text[: ERROR_EXCERPT - 3] + "..."
+    return f"{status} {response.reason_phrase} (not JSON: {text})"
 
 
 def _number(value: str | None) -> float | None:

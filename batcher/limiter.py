@@ -103,15 +103,18 @@ class Pacer:
                 await clock.sleep(self._contact_next[contact] - now)
                 continue
             interval = 1.0 / self.rate
-            # A worker woken a little late keeps its slot: catch up by at most this much.
-            slot = max(self._next, now - min(interval / 2, 0.005))
+            # A worker woken a little late keeps its slot (missed by at most catch_up), so
+            # lateness is not lost; an idle pacer starts from now, never earlier (no burst).
+            catch_up = min(interval / 2, 0.005)
+            slot = self._next if self._next >= now - catch_up else now
             self._next = slot + interval
+            if per_path:
+                # Reserve the contact's next turn before sleeping, so a second acquire waits.
+                self._contact_next[contact] = max(slot, now) + self._per_contact_interval()
             if slot > now:
                 await clock.sleep(slot - now)
                 if clock.now() < self._paused_until:
                     continue  # a 429 came while we slept: queue behind the pause
-            if per_path:
-                self._contact_next[contact] = max(slot, now) + self._per_contact_interval()
             self._period_sends += 1
             return
 

@@ -73,18 +73,22 @@ def scan_input(path: Path, *, encoding: str = "utf-8", delimiter: str | None = N
         raise InputFileError(f"cannot open input file {str(path)!r}: {exc.strerror}") from exc
     with raw:
         text = _HashingDecoder(raw, codec, digest)
-        first_line = text.peek_line()
-        if not first_line.strip():
-            raise InputFileError(f"input file {str(path)!r} is empty: it needs a header row")
-        sep = delimiter or _sniff_delimiter(first_line)
-        reader = csv.reader(text, delimiter=sep)
+        records = 0
         try:
+            first_line = text.peek_line()
+            if not first_line.strip():
+                raise InputFileError(f"input file {str(path)!r} is empty: it needs a header row")
+            sep = delimiter or _sniff_delimiter(first_line)
+            reader = csv.reader(text, delimiter=sep)
             header = tuple(name.strip() for name in next(reader))
-            records = sum(1 for fields in reader if fields)
+            for fields in reader:
+                # pandas skips blank and spaces-only lines: count records as it will read them.
+                records += bool(fields) and (len(fields) > 1 or bool(fields[0].strip()))
         except UnicodeDecodeError as exc:
             raise InputFileError(
-                f"input file {str(path)!r}: bytes that are not {encoding} near line "
-                f"{text.line_number} ({exc.reason}); name the file's encoding with --encoding"
+                f"input file {str(path)!r}, record {records + 1} (line {text.line_number + 1}): "
+                f"bytes that are not {encoding} ({exc.reason}); name the file's encoding "
+                "with --encoding"
             ) from exc
         except csv.Error as exc:
             raise InputFileError(
@@ -107,8 +111,10 @@ def read_records(info: InputInfo, *, chunk_rows: int = 50_000) -> Iterator[Recor
     chunks = pd.read_csv(
         info.path,
         sep=info.delimiter,
+        # The header line is read as a row (and dropped below): with fewer fields than
+        # `names`, pandas never mistakes the first column for an index, as it would if the
+        # first record were the longest line.
         header=None,
-        skiprows=1,
         names=names,
         dtype=str,
         keep_default_na=False,
@@ -125,10 +131,12 @@ def read_records(info: InputInfo, *, chunk_rows: int = 50_000) -> Iterator[Recor
         for chunk in chunks:
             rows = chunk.itertuples(index=True, name=None)
             for index, *values in rows:
+                if index == 0:
+                    continue  # the header line
                 cells = [v.strip() if isinstance(v, str) else "" for v in values]
                 surplus = cells[width]
                 yield Record(
-                    row=int(index) + 1,
+                    row=int(index),
                     identifier=_cell(cells, where["identifier"]),
                     status=_cell(cells, where["status"]),
                     category=_cell(cells, where["category"]),
@@ -186,26 +194,39 @@ class _HashingDecoder:
     def __init__(self, raw: io.BufferedReader, encoding: str, digest: hashlib._Hash) -> None:
         self._raw = raw
         self._decoder = codecs.getincrementaldecoder(encoding)()
+        self._decoder_encoding = encoding
         self._digest = digest
         self._lines: list[str] = []
         self._tail = ""
         self._eof = False
+        self._error: UnicodeDecodeError | None = None  # raised once the good lines are out
         #: 1-based number of the line last handed out.
         self.line_number = 0
 
     def _fill(self) -> bool:
         """Decode one more block into ``_lines``; False at the end of the file."""
+        if self._error is not None:
+            raise self._error
         if self._eof:
             return False
         block = self._raw.read(_BLOCK)
         self._digest.update(block)
         self._eof = not block
+        try:
+            decoded = self._decoder.decode(block, final=self._eof)
+        except UnicodeDecodeError as exc:
+            # Hand out the lines before the bad byte first, so the error names its record.
+            self._error = exc
+            # exc.object is what the decoder held back plus this block.
+            good = bytes(exc.object[: exc.start])
+            decoded = good.decode(self._decoder_encoding, errors="ignore")
+            self._eof = True
         # Split on "\n" only: csv needs whole physical lines, and str.splitlines would also
         # break at characters such as U+2028 that may sit inside a value.
-        parts = (self._tail + self._decoder.decode(block, final=self._eof)).split("\n")
+        parts = (self._tail + decoded).split("\n")
         self._tail = parts.pop()
         lines = [part + "\n" for part in parts]
-        if self._eof and self._tail:
+        if self._eof and self._tail and self._error is None:
             lines.append(self._tail)
             self._tail = ""
         self._lines.extend(reversed(lines))
