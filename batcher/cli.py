@@ -48,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             write_json(args.summary_json, {"exit_code": exc.exit_code, "error": str(exc)})
         return exc.exit_code
+    except KeyboardInterrupt:  # before the run's own signal handling was in place
+        print("batcher: interrupted before the first request; nothing was sent", file=sys.stderr)
+        return EXIT_ABORTED
     return code
 
 
