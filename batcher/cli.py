@@ -48,8 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             write_json(args.summary_json, {"exit_code": exc.exit_code, "error": str(exc)})
         return exc.exit_code
-    except KeyboardInterrupt:  # before the run's own signal handling was in place
-        print("batcher: interrupted before the first request; nothing was sent", file=sys.stderr)
+    except KeyboardInterrupt:  # outside the run's own signal handling (start-up, the end)
+        print("batcher: interrupted; running the same command again resumes", file=sys.stderr)
         return EXIT_ABORTED
     return code
 
