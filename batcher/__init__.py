@@ -30,6 +30,7 @@ __all__ = [
     "Settings",
     "UsageError",
     "load_settings",
+    "retry_batch",
     "run_batch",
 ]
 
@@ -46,6 +47,7 @@ _WHERE = {
     "Settings": "batcher.config",
     "load_settings": "batcher.config",
     "run_batch": "batcher.runner",
+    "retry_batch": "batcher.retry",
 }
 
 if TYPE_CHECKING:
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
         UsageError,
     )
     from batcher.models import RESULT_COLUMNS, Outcome, RunSummary
+    from batcher.retry import retry_batch
     from batcher.runner import run_batch
 
 

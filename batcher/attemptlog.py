@@ -12,23 +12,37 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Protocol
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One request sent, and what came of it.
+
+    Attributes:
+        row: The input row.
+        identifier: The contact.
+        attempt: 1 for the row's first request, 2 for the next, ...
+        http_status: The answer's status, or None when no answer came.
+        latency: Seconds from sending to the answer (or the error).
+        pace: The run's requests per second when it was sent.
+        error: The error text ("" for a clean 200).
+    """
+
+    row: int
+    identifier: str
+    attempt: int
+    http_status: int | None
+    latency: float
+    pace: float
+    error: str
+
+
 class AttemptLog(Protocol):
-    def attempt(
-        self,
-        *,
-        row: int,
-        identifier: str,
-        attempt: int,
-        http_status: int | None,
-        latency: float,
-        pace: float,
-        error: str,
-    ) -> None:
+    def attempt(self, attempt: Attempt) -> None:
         """Record one request and what came of it."""
 
     def close(self) -> None: ...
@@ -37,17 +51,7 @@ class AttemptLog(Protocol):
 class NullAttemptLog:
     """Records nothing."""
 
-    def attempt(
-        self,
-        *,
-        row: int,
-        identifier: str,
-        attempt: int,
-        http_status: int | None,
-        latency: float,
-        pace: float,
-        error: str,
-    ) -> None:
+    def attempt(self, attempt: Attempt) -> None:
         pass
 
     def close(self) -> None:
@@ -69,26 +73,16 @@ class JsonAttemptLog:
         self._file: IO[str] = path.open("a", encoding="utf-8")
         self._redact = redact_identifiers
 
-    def attempt(
-        self,
-        *,
-        row: int,
-        identifier: str,
-        attempt: int,
-        http_status: int | None,
-        latency: float,
-        pace: float,
-        error: str,
-    ) -> None:
+    def attempt(self, attempt: Attempt) -> None:
         line = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "row": row,
-            "identifier": redact(identifier) if self._redact else identifier,
-            "attempt": attempt,
-            "http_status": http_status,
-            "latency_ms": round(latency * 1000, 1),
-            "pace": round(pace, 2),
-            "error": error,
+            "row": attempt.row,
+            "identifier": redact(attempt.identifier) if self._redact else attempt.identifier,
+            "attempt": attempt.attempt,
+            "http_status": attempt.http_status,
+            "latency_ms": round(attempt.latency * 1000, 1),
+            "pace": round(attempt.pace, 2),
+            "error": attempt.error,
         }
         self._file.write(json.dumps(line, ensure_ascii=False) + "\n")
         self._file.flush()

@@ -65,7 +65,7 @@ class InputInfo:
 def scan_input(path: Path, *, encoding: str = "utf-8", delimiter: str | None = None) -> InputInfo:
     """Check the whole input file before a run; raise ``InputFileError`` if it cannot be used."""
     # utf-8-sig reads files with and without a byte-order mark alike.
-    codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    codec = "utf-8-sig" if _text_codec(encoding).name == "utf-8" else encoding
     digest = hashlib.sha256()
     try:
         raw = path.open("rb")
@@ -79,23 +79,52 @@ def scan_input(path: Path, *, encoding: str = "utf-8", delimiter: str | None = N
             if not first_line.strip():
                 raise InputFileError(f"input file {str(path)!r} is empty: it needs a header row")
             sep = delimiter or _sniff_delimiter(first_line)
-            reader = csv.reader(text, delimiter=sep)
+            # strict, as pandas' python engine reads it: a quoting error the lenient csv
+            # reader would paper over makes pandas drop the whole record without a word.
+            reader = csv.reader(text, delimiter=sep, strict=True)
+            starts_at = 1  # the physical line the record being read starts on
             header = tuple(name.strip() for name in next(reader))
+            starts_at = reader.line_num + 1
             for fields in reader:
                 # pandas skips blank and spaces-only lines: count records as it will read them.
                 records += bool(fields) and (len(fields) > 1 or bool(fields[0].strip()))
-        except UnicodeDecodeError as exc:
+                starts_at = reader.line_num + 1
+        except UnicodeError as exc:
+            reason = exc.reason if isinstance(exc, UnicodeDecodeError) else str(exc)
             raise InputFileError(
                 f"input file {str(path)!r}, record {records + 1} (line {text.line_number + 1}): "
-                f"bytes that are not {encoding} ({exc.reason}); name the file's encoding "
+                f"bytes that are not {encoding} ({reason}); name the file's encoding "
                 "with --encoding"
             ) from exc
         except csv.Error as exc:
             raise InputFileError(
-                f"input file {str(path)!r}, line {reader.line_num}: {exc}"
+                f"input file {str(path)!r}, the record that starts on line {starts_at}: "
+                f"{exc}{_quoting_hint(str(exc), sep)}"
             ) from exc
     columns, extras = _map_columns(path, header)
     return InputInfo(path, codec, sep, header, columns, extras, records, digest.hexdigest())
+
+
+def _text_codec(encoding: str) -> codecs.CodecInfo:
+    """The codec named ``encoding``; ``InputFileError`` unless it decodes bytes to text."""
+    try:
+        info = codecs.lookup(encoding)
+    except LookupError as exc:
+        raise InputFileError(
+            f"unknown encoding {encoding!r}: name one such as utf-8, cp1252 or latin-1"
+        ) from exc
+    if not info._is_text_encoding:
+        raise InputFileError(f"{encoding!r} is not a text encoding: name one such as utf-8")
+    return info
+
+
+def _quoting_hint(message: str, sep: str) -> str:
+    if "expected after" not in message and "end of data" not in message:
+        return ""
+    return (
+        "; a field that starts with a quote must end with one, right before the "
+        f"delimiter {sep!r} or the end of the line, and a quote inside it is written twice"
+    )
 
 
 def read_records(info: InputInfo, *, chunk_rows: int = 50_000) -> Iterator[Record]:
@@ -134,6 +163,9 @@ def read_records(info: InputInfo, *, chunk_rows: int = 50_000) -> Iterator[Recor
                 if index == 0:
                     continue  # the header line
                 cells = [v.strip() if isinstance(v, str) else "" for v in values]
+                # A str, even "", means the record had a field past the header's last column;
+                # a record that ends early has NaN there.
+                has_surplus = isinstance(values[width], str)
                 surplus = cells[width]
                 yield Record(
                     row=int(index),
@@ -145,7 +177,7 @@ def read_records(info: InputInfo, *, chunk_rows: int = 50_000) -> Iterator[Recor
                     problem=(
                         f"record has more fields than the header's {width} columns "
                         f"(surplus: {surplus[:60]!r})"
-                        if surplus
+                        if has_surplus
                         else ""
                     ),
                 )

@@ -8,21 +8,15 @@ new results file has the same format and holds the rows that were sent again.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Collection, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Unpack
 
-from batcher.clock import Clock
 from batcher.config import Settings
 from batcher.errors import InputFileError, UsageError
 from batcher.models import RESULT_COLUMNS, Outcome, Record, Result, RunSummary
-from batcher.progress import Progress
 from batcher.reader import read_records, scan_input
-from batcher.runner import Source, needs_retry, start_run
-
-if TYPE_CHECKING:
-    import httpx
+from batcher.runner import RunOptions, Source, needs_retry, start_run
 
 _OWN = frozenset(RESULT_COLUMNS) - {"identifier", "status", "category", "summary"}
 
@@ -105,25 +99,11 @@ def retry_batch(
     out: str | Path | None = None,
     outcomes: Collection[Outcome] | None = None,
     settings: Settings | None = None,
-    token: str | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
-    clock: Clock | None = None,
-    progress: Progress | None = None,
-    rng: random.Random | None = None,
-    handle_signals: bool = False,
+    **options: Unpack[RunOptions],
 ) -> RunSummary:
     """Send again the rows of a results file worth another try; write a new results file."""
     settings = settings or Settings()
     source_path = Path(results_path)
     source = retry_source(source_path, outcomes, settings=settings)
-    return start_run(
-        source,
-        out=Path(out) if out is not None else default_retry_path(source_path),
-        settings=settings,
-        token=token,
-        transport=transport,
-        clock=clock,
-        progress=progress,
-        rng=rng,
-        handle_signals=handle_signals,
-    )
+    out_path = Path(out) if out is not None else default_retry_path(source_path)
+    return start_run(source, out=out_path, settings=settings, **options)

@@ -29,12 +29,12 @@ from datetime import UTC, datetime
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 import anyio
 import anyio.lowlevel
 
-from batcher.attemptlog import AttemptLog, NullAttemptLog
+from batcher.attemptlog import Attempt, AttemptLog, NullAttemptLog
 from batcher.client import AelystClient, request_body, request_url
 from batcher.clock import Clock, SystemClock
 from batcher.config import Settings, read_token
@@ -98,6 +98,31 @@ def default_results_path(input_path: Path) -> Path:
     return input_path.with_name(f"{input_path.stem}.results.csv")
 
 
+class RunOptions(TypedDict, total=False):
+    """The injectable parts of a run, for ``run_batch``, ``retry_batch`` and ``start_run``.
+
+    Attributes:
+        token: The API token; by default read as the settings say (environment or file).
+        transport: An httpx transport to send through (tests pass a fake one).
+        clock: The clock the pacer paces by (tests pass a fake one).
+        progress: Where progress goes (default: nowhere).
+        rng: Randomness for backoff and requeue jitter (tests pass a seeded one).
+        handle_signals: Stop gracefully on SIGINT/SIGTERM (main thread only; the CLI sets it).
+        attempt_log: Where each request attempt is logged (default: nowhere).
+        on_plan: Called with the run's ``Plan`` before its first request (costs one more
+            read of the input).
+    """
+
+    token: str
+    transport: httpx.AsyncBaseTransport
+    clock: Clock
+    progress: Progress
+    rng: random.Random
+    handle_signals: bool
+    attempt_log: AttemptLog
+    on_plan: Callable[[Plan], None]
+
+
 def run_batch(
     input_path: str | Path,
     *,
@@ -106,14 +131,7 @@ def run_batch(
     dry_run: bool = False,
     restart: bool = False,
     failed_out: str | Path | None = None,
-    token: str | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
-    clock: Clock | None = None,
-    progress: Progress | None = None,
-    rng: random.Random | None = None,
-    handle_signals: bool = False,
-    attempt_log: AttemptLog | None = None,
-    on_plan: Callable[[Plan], None] | None = None,
+    **options: Unpack[RunOptions],
 ) -> RunSummary:
     """Run a whole batch and write its results file; return the run's counts.
 
@@ -124,15 +142,7 @@ def run_batch(
         dry_run: Read and validate everything, send nothing.
         restart: Discard what an interrupted run of the same results file recorded.
         failed_out: Also write the rows worth another try here, in the input's own columns.
-        token: The API token; by default read as ``settings`` says (environment or file).
-        transport: An httpx transport to send through (tests pass a fake one).
-        clock: The clock the pacer paces by (tests pass a fake one).
-        progress: Where progress goes (default: nowhere).
-        rng: Randomness for backoff and requeue jitter (tests pass a seeded one).
-        handle_signals: Stop gracefully on SIGINT/SIGTERM (main thread only; the CLI sets it).
-        attempt_log: Where each request attempt is logged (default: nowhere).
-        on_plan: Called with the run's ``Plan`` before its first request (costs one
-            more read of the input).
+        options: See ``RunOptions``: token, transport, clock, progress, rng, ...
 
     Raises:
         UsageError: the run could not start; nothing was sent.
@@ -149,14 +159,7 @@ def run_batch(
         dry_run=dry_run,
         restart=restart,
         failed_out=Path(failed_out) if failed_out is not None else None,
-        token=token,
-        transport=transport,
-        clock=clock,
-        progress=progress,
-        rng=rng,
-        handle_signals=handle_signals,
-        attempt_log=attempt_log,
-        on_plan=on_plan,
+        **options,
     )
 
 
@@ -168,20 +171,14 @@ def start_run(
     dry_run: bool = False,
     restart: bool = False,
     failed_out: Path | None = None,
-    token: str | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
-    clock: Clock | None = None,
-    progress: Progress | None = None,
-    rng: random.Random | None = None,
-    handle_signals: bool = False,
-    attempt_log: AttemptLog | None = None,
-    on_plan: Callable[[Plan], None] | None = None,
+    **options: Unpack[RunOptions],
 ) -> RunSummary:
     """Run any ``Source`` to a results file (``run_batch`` and ``retry_batch`` share this)."""
     if out.resolve() == source.info.path.resolve():
         raise UsageError(f"the results file {str(out)!r} would overwrite the input")
     if not out.parent.is_dir():
         raise UsageError(f"the results file's folder {str(out.parent)!r} does not exist")
+    token = options.get("token")
     secret = "" if dry_run else (token if token is not None else read_token(settings))
     with RunLock(out):
         run = _Run(
@@ -190,15 +187,22 @@ def start_run(
             settings=settings,
             dry_run=dry_run,
             failed_out=failed_out,
-            clock=clock or SystemClock(),
-            progress=progress or NullProgress(),
-            rng=rng or random.Random(),
-            attempt_log=attempt_log or NullAttemptLog(),
+            clock=options.get("clock") or SystemClock(),
+            progress=options.get("progress") or NullProgress(),
+            rng=options.get("rng") or random.Random(),
+            attempt_log=options.get("attempt_log") or NullAttemptLog(),
         )
+        on_plan = options.get("on_plan")
         run.open_journal(restart=restart)
         if on_plan is not None and not dry_run:
             on_plan(run.plan())
-        return anyio.run(run.execute, secret, transport, handle_signals, backend="asyncio")
+        return anyio.run(
+            run.execute,
+            secret,
+            options.get("transport"),
+            options.get("handle_signals", False),
+            backend="asyncio",
+        )
 
 
 class _Run:
@@ -435,13 +439,15 @@ class _Run:
             job.last_error = answer.error
             self.summary.count_answer(answer.http_status)
             self.attempt_log.attempt(
-                row=job.request.row,
-                identifier=job.contact,
-                attempt=job.attempts,
-                http_status=answer.http_status,
-                latency=latency,
-                pace=self.pacer.rate,
-                error=answer.error,
+                Attempt(
+                    row=job.request.row,
+                    identifier=job.contact,
+                    attempt=job.attempts,
+                    http_status=answer.http_status,
+                    latency=latency,
+                    pace=self.pacer.rate,
+                    error=answer.error,
+                )
             )
             paused = self.pacer.paused_for
             self.pacer.observe(job.contact, answer)
