@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import httpx
 
-from batcher.models import Answer, AnswerKind, Request
+from batcher.models import Answer, AnswerKind, Request, Secret
 
 #: How much of an answer's body batcher reads; the rest is dropped (a huge answer is an error).
 MAX_BODY = 64 * 1024
@@ -57,16 +57,17 @@ class AelystClient:
     def __init__(
         self,
         base_url: str,
-        token: str,
+        token: Secret,
         *,
         connections: int = 8,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._base_url = base_url
+        self._token = token
         self._client = httpx.AsyncClient(
             headers={
-                "Authorization": f"Bearer {token}",
+                "Authorization": f"Bearer {token.reveal()}",
                 "Content-Type": "application/json",
                 "Accept": "application/json",
                 "User-Agent": _USER_AGENT,
@@ -99,7 +100,7 @@ class AelystClient:
             async with self._client.stream("POST", url, content=request_body(request)) as response:
                 body = await _read_capped(response)
         except httpx.HTTPError as exc:
-            return _transport_error(exc)
+            return _transport_error(exc, self._token)
         return _classify(response, body)
 
 
@@ -114,9 +115,15 @@ async def _read_capped(response: httpx.Response) -> bytes:
     return b"".join(chunks)
 
 
-def _transport_error(exc: httpx.HTTPError) -> Answer:
-    """Translate an httpx exception (no answer at all) into a retryable ``Answer``."""
+def _transport_error(exc: httpx.HTTPError, token: Secret) -> Answer:
+    """Translate an httpx exception (no answer at all) into a retryable ``Answer``.
+
+    Some of httpx's messages quote a header; the token is cut out of them, whatever
+    checks were made before (defence in depth).
+    """
     detail = str(exc) or type(exc).__name__
+    if token.reveal():
+        detail = detail.replace(token.reveal(), "[token]")
     if isinstance(exc, httpx.TimeoutException):
         error = f"timeout: {type(exc).__name__}"
     elif isinstance(exc, httpx.TransportError):

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from batcher.errors import UsageError
+from batcher.models import Secret
 
 DEFAULT_BASE_URL = "https://api.aelyst.ai/v1"
 
@@ -163,30 +164,48 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def read_token(settings: Settings, environ: Mapping[str, str] = os.environ) -> str:
+# What an Authorization header can carry: visible ASCII, no spaces (RFC 6750's b64token
+# and then some). Anything else would make the HTTP library fail on every request, or
+# quote the header (token included) in its error.
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
+
+
+def read_token(settings: Settings, environ: Mapping[str, str] = os.environ) -> Secret:
     """The API token, from the token file or the environment; never echoed anywhere."""
     if settings.token_file:
         path = Path(settings.token_file)
+        where = f"token file {str(path)!r}"
         try:
             mode = path.stat().st_mode
             if mode & (stat.S_IRWXG | stat.S_IRWXO):
                 raise UsageError(
-                    f"token file {str(path)!r} can be read by other users; "
-                    f"make it private (chmod 600 {str(path)!r})"
+                    f"{where} can be read by other users; make it private (chmod 600 {str(path)!r})"
                 )
-            token = path.read_text(encoding="utf-8").strip()
+            text = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise UsageError(f"cannot read token file {str(path)!r}: {exc.strerror}") from exc
-        if not token:
-            raise UsageError(f"token file {str(path)!r} is empty")
-        return token
-    token = environ.get(settings.token_env, "").strip()
-    if not token:
+            raise UsageError(f"cannot read {where}: {exc.strerror}") from exc
+        except UnicodeDecodeError:
+            raise UsageError(f"{where} is not UTF-8 text") from None
+    else:
+        where = f"the environment variable {settings.token_env}"
+        text = environ.get(settings.token_env, "").strip()
+        if not text:
+            raise UsageError(
+                f"no API token: set {where} (batcher never takes the token on the command line)"
+            )
+    return checked_token(text, where)
+
+
+def checked_token(text: str, where: str = "the token") -> Secret:
+    """A token an HTTP header can carry, as a ``Secret``; ``UsageError`` (without it) if not."""
+    if not text:
+        raise UsageError(f"{where} is empty")
+    if not _TOKEN_CHARS.fullmatch(text):
         raise UsageError(
-            f"no API token: set the environment variable {settings.token_env} "
-            "(batcher never takes the token on the command line)"
+            f"{where} holds characters an HTTP header cannot carry (spaces, line breaks or "
+            "non-ASCII letters); check that it holds the token alone"
         )
-    return token
+    return Secret(text)
 
 
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?")

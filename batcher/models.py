@@ -245,3 +245,21 @@ class Plan:
         """Seconds the sending takes at the ceiling, or at the start pace when there is none."""
         pace = self.ceiling or self.start_rate
         return self.to_send / pace if pace > 0 else 0.0
+
+
+class Secret:
+    """The API token, held so that no repr, log line or traceback can show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The token itself: for the Authorization header and nothing else."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__

@@ -37,13 +37,29 @@ import anyio.lowlevel
 from batcher.attemptlog import Attempt, AttemptLog, NullAttemptLog
 from batcher.client import AelystClient, request_body, request_url
 from batcher.clock import Clock, SystemClock
-from batcher.config import Settings, read_token
+from batcher.config import Settings, checked_token, read_token
 from batcher.dedupe import DuplicateFinder
-from batcher.errors import AuthenticationFailed, Interrupted, RunAborted, UsageError
+from batcher.errors import (
+    AuthenticationFailed,
+    InputFileError,
+    Interrupted,
+    RunAborted,
+    UsageError,
+)
 from batcher.journal import Journal, journal_path
 from batcher.limiter import Pacer, PacingConfig
 from batcher.lock import RunLock
-from batcher.models import Answer, AnswerKind, Outcome, Plan, Record, Result, RunSummary
+from batcher.models import (
+    RESULT_COLUMNS,
+    Answer,
+    AnswerKind,
+    Outcome,
+    Plan,
+    Record,
+    Result,
+    RunSummary,
+    Secret,
+)
 from batcher.progress import NullProgress, Progress
 from batcher.reader import InputInfo, read_records, scan_input
 from batcher.validate import Invalid, check
@@ -89,7 +105,13 @@ class Source:
 
 
 def input_source(info: InputInfo) -> Source:
-    """An input CSV as a run's source."""
+    """An input CSV as a run's source; refused if an extra column would clash in the results."""
+    clashes = [c for c in info.extra_columns if c.casefold() in RESULT_COLUMNS]
+    if clashes:
+        raise InputFileError(
+            f"input file {str(info.path)!r}: column {clashes[0]!r} has the name of one of the "
+            f"results file's own columns ({', '.join(RESULT_COLUMNS)}); rename it"
+        )
     return Source(info, info.records, info.extra_columns, partial(read_records, info))
 
 
@@ -176,10 +198,19 @@ def start_run(
     """Run any ``Source`` to a results file (``run_batch`` and ``retry_batch`` share this)."""
     if out.resolve() == source.info.path.resolve():
         raise UsageError(f"the results file {str(out)!r} would overwrite the input")
-    if not out.parent.is_dir():
-        raise UsageError(f"the results file's folder {str(out.parent)!r} does not exist")
+    for path, what in ((out, "the results file"), (failed_out, "--failed-out")):
+        if path is not None and path.is_dir():
+            raise UsageError(f"{what} {str(path)!r} is a folder; name a file")
+        if path is not None and not path.parent.is_dir():
+            raise UsageError(f"{what}'s folder {str(path.parent)!r} does not exist")
     token = options.get("token")
-    secret = "" if dry_run else (token if token is not None else read_token(settings))
+    if dry_run:
+        secret = Secret("")
+    elif token is not None:
+        secret = checked_token(token)
+    else:
+        secret = read_token(settings)
+    del token
     with RunLock(out):
         run = _Run(
             source=source,
@@ -304,7 +335,7 @@ class _Run:
         )
 
     async def execute(
-        self, token: str, transport: httpx.AsyncBaseTransport | None, handle_signals: bool
+        self, token: Secret, transport: httpx.AsyncBaseTransport | None, handle_signals: bool
     ) -> RunSummary:
         started = self.clock.now()
         self.summary.started_at = _utc_now()

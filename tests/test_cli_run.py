@@ -377,3 +377,29 @@ def test_token_never_appears_in_any_output(
     assert TOKEN not in result.err
     for path in tmp_path.iterdir():
         assert TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_out_that_is_a_folder_exits_2_before_sending(
+    tmp_path: Path, cli: Cli, simulator: Sim, token_env: str
+) -> None:
+    """--out naming an existing folder: exit 2, nothing sent, no journal left behind."""
+    sim = simulator()
+    source = write_csv(tmp_path / "in.csv", HEADER, ids(2))
+    (tmp_path / "folder").mkdir()
+    result = cli("run", source, "--base-url", sim.base_url, "--out", tmp_path / "folder")
+    assert result.code == 2
+    assert "is a folder" in result.err
+    assert sim.simulator.requests == []
+    assert not list(tmp_path.glob("*.journal*"))
+
+
+@pytest.mark.parametrize("name", ["Row", "error", " OUTCOME "])
+def test_extra_column_named_like_a_results_column_exits_2(
+    tmp_path: Path, cli: Cli, name: str
+) -> None:
+    """An input column named like one of the results file's own: exit 2 asking to rename it."""
+    source = write_csv(tmp_path / "in.csv", ("identifier", "status", name), [["id:1", "open", "x"]])
+    result = cli("run", source, "--dry-run")
+    assert result.code == 2
+    assert repr(name.strip()) in result.err
+    assert "rename" in result.err

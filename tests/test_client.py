@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from batcher.client import MAX_BODY, AelystClient, path_segment, request_url
-from batcher.models import Answer, AnswerKind, Record, Request
+from batcher.models import Answer, AnswerKind, Record, Request, Secret
 
 BASE_URL = "https://api.aelyst.test/v1"
 TOKEN = "tok-5e3f9a1c-not-a-real-token"  # noqa: S105 - a fake token the tests look for
@@ -31,7 +31,7 @@ def make_request(identifier: str = "id:1", status: str = "open", category: str =
 async def send_one(handler: Handler, request: Request | None = None) -> Answer:
     """Send one request through a MockTransport and return the answer."""
     transport = httpx.MockTransport(handler)
-    async with AelystClient(BASE_URL, TOKEN, transport=transport) as client:
+    async with AelystClient(BASE_URL, Secret(TOKEN), transport=transport) as client:
         return await client.send(request or make_request())
 
 
@@ -159,7 +159,7 @@ async def test_authorization_header_carries_the_token() -> None:
 
 def test_repr_does_not_contain_the_token() -> None:
     """repr(AelystClient) shows the base URL and never the token."""
-    client = AelystClient(BASE_URL, TOKEN, transport=httpx.MockTransport(answering(200)))
+    client = AelystClient(BASE_URL, Secret(TOKEN), transport=httpx.MockTransport(answering(200)))
     text = repr(client)
     assert BASE_URL in text
     assert TOKEN not in text

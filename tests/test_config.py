@@ -173,13 +173,13 @@ def test_base_url_refused(url: str) -> None:
 
 def test_token_from_the_environment() -> None:
     """The token comes from AELYST_API_TOKEN by default, surrounding spaces trimmed."""
-    assert read_token(Settings(), {"AELYST_API_TOKEN": f"  {SECRET}\n"}) == SECRET
+    assert read_token(Settings(), {"AELYST_API_TOKEN": f"  {SECRET}\n"}).reveal() == SECRET
 
 
 def test_token_from_a_custom_variable() -> None:
     """token_env names the variable the token is read from."""
     environ = {TOKEN_ENV: SECRET, "AELYST_API_TOKEN": "other"}
-    assert read_token(Settings(token_env=TOKEN_ENV), environ) == SECRET
+    assert read_token(Settings(token_env=TOKEN_ENV), environ).reveal() == SECRET
 
 
 @pytest.mark.parametrize(
@@ -206,7 +206,7 @@ def test_token_file_private_is_read(tmp_path: Path) -> None:
     path.write_text(f"{SECRET}\n", encoding="utf-8")
     path.chmod(0o600)
     settings = Settings(token_file=str(path))
-    assert read_token(settings, {"AELYST_API_TOKEN": "from-env"}) == SECRET
+    assert read_token(settings, {"AELYST_API_TOKEN": "from-env"}).reveal() == SECRET
 
 
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
