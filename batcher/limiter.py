@@ -6,10 +6,12 @@ requests through in the first second, and at ``AsyncLimiter(1, 1/R)`` each
 wake-up's lateness is lost (measured: 50.6 ms spacing at 20/s, about 5 % short
 at 100/s). ``benchmarks/limiter.py`` reproduces those figures.
 
-The pacer is a virtual scheduler (GCRA): ``_next`` is the time of the next
-free send slot; each ``acquire`` takes a slot and advances ``_next`` by one
-interval, so the run sends evenly at ``rate`` with no burst, and a worker
-woken late does not push later slots back.
+Requests queue for their turn in arrival order (``_waiting``); only the head
+waits on the clock, for ``_last + 1/rate``, so the run sends evenly at
+``rate`` with no burst, nobody books a turn at a pace that is no longer
+current, and a worker woken a few milliseconds late keeps its turn (later
+turns are not pushed back). At a ceiling the pace is 99 % of it, so that
+catch-up never puts more than the ceiling into any one-second window.
 
 What it learns from answers:
 
@@ -31,10 +33,22 @@ The ceiling (``--rate``) is never exceeded, whatever the headers say.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
+
+import anyio
 
 from batcher.clock import Clock
 from batcher.models import Answer, AnswerKind
+
+#: Longest a waiting request sleeps before it looks at the pace again.
+_RECHECK = 0.05
+#: Most a late wake-up may still use of its missed turn (seconds).
+_CATCH_UP = 0.005
+#: The share of the ceiling the pace goes up to: with the catch-up above, R+1 requests
+#: then always span more than a second (R / (0.99 R) - 5 ms > 1 s), so no 1-second
+#: window ever holds more than the ceiling.
+_CEILING_SHARE = 0.99
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,18 +76,16 @@ class Pacer:
     def __init__(self, config: PacingConfig, clock: Clock) -> None:
         self._config = config
         self._clock = clock
-        start = config.start_rate
-        if config.ceiling is not None:
-            start = min(start, config.ceiling)
         #: Requests per second for the whole run, as now paced.
-        self.rate = start
+        self.rate = config.start_rate
         #: "unknown" until headers tell, then "shared" or "per-path".
         self.budget = "unknown"
         #: The last sensible X-RateLimit-Limit seen, or None.
         self.limit: float | None = None
         #: 429 answers seen.
         self.throttled = 0
-        self._next = -math.inf  # time of the next free send slot (min-heap of one)
+        self._last = -math.inf  # when the last request was let go
+        self._waiting: deque[anyio.Event] = deque()  # FIFO of acquirers; the head is set
         self._paused_until = -math.inf  # shared pause after a 429
         self._factor = 1.0  # share of the learned rate in use; lowered by 429s
         self._slow_start = True  # doubling climb until the first 429
@@ -83,6 +95,7 @@ class Pacer:
         self._period_start = clock.now()
         self._period_sends = 0
         self._period_clean = True
+        self._apply_rate(config.start_rate)
 
     @property
     def paused_for(self) -> float:
@@ -92,31 +105,40 @@ class Pacer:
     async def acquire(self, contact: str) -> None:
         """Wait until this run may send one request to ``contact``."""
         clock = self._clock
-        while True:
-            now = clock.now()
-            if now < self._paused_until:
-                await clock.sleep(self._paused_until - now)
-                continue
-            per_path = self.budget == "per-path"
-            if per_path and self._contact_next.get(contact, -math.inf) > now:
-                # Wait for this contact's own budget without holding a slot of the run's.
-                await clock.sleep(self._contact_next[contact] - now)
-                continue
-            interval = 1.0 / self.rate
-            # A worker woken a little late keeps its slot (missed by at most catch_up), so
-            # lateness is not lost; an idle pacer starts from now, never earlier (no burst).
-            catch_up = min(interval / 2, 0.005)
-            slot = self._next if self._next >= now - catch_up else now
-            self._next = slot + interval
-            if per_path:
-                # Reserve the contact's next turn before sleeping, so a second acquire waits.
-                self._contact_next[contact] = max(slot, now) + self._per_contact_interval()
-            if slot > now:
-                await clock.sleep(slot - now)
-                if clock.now() < self._paused_until:
-                    continue  # a 429 came while we slept: queue behind the pause
+        per_path = self.budget == "per-path"
+        if per_path:
+            # This contact's own budget first, holding no turn of the run's meanwhile; then
+            # the contact is marked taken, so a second acquire for it waits its turn.
+            while (wait := self._contact_next.get(contact, -math.inf) - clock.now()) > 0:
+                await clock.sleep(min(wait, _RECHECK))
+            self._contact_next[contact] = math.inf
+        turn = anyio.Event()
+        self._waiting.append(turn)
+        if self._waiting[0] is turn:
+            turn.set()
+        try:
+            await turn.wait()
+            while (slot := self._slot(clock.now())) > clock.now():
+                # Sleep in short steps, so a faster pace learned meanwhile counts at once.
+                await clock.sleep(min(slot - clock.now(), _RECHECK))
+            self._last = slot
             self._period_sends += 1
-            return
+        finally:
+            if per_path:
+                self._contact_next[contact] = clock.now() + self._per_contact_interval()
+            self._waiting.remove(turn)
+            if self._waiting:
+                self._waiting[0].set()
+
+    def _slot(self, now: float) -> float:
+        """When the next request may go, at the current pace (no turn is booked ahead)."""
+        interval = 1.0 / self.rate
+        slot = self._last + interval
+        # A turn missed by at most catch_up (a late wake-up) is kept, so lateness is not lost;
+        # an idle pacer starts from now, never earlier (no burst).
+        if slot < now - min(interval / 2, _CATCH_UP):
+            slot = now
+        return max(slot, self._paused_until)
 
     def observe(self, contact: str, answer: Answer) -> None:
         """Learn from one answer: its rate headers, a 429, or a clean stretch."""
@@ -136,7 +158,6 @@ class Pacer:
             wait = retry_after
         if now + wait > self._paused_until:
             self._paused_until = now + wait
-            self._next = max(self._next, self._paused_until)
             # One drop per pause, however many workers were answered 429 for it.
             self._slow_start = False
             self._factor = max(0.05, self._factor * (0.9 if self.limit else 0.5))
@@ -194,5 +215,5 @@ class Pacer:
         ceiling = self._config.ceiling
         rate = min(rate, self._config.max_rate)
         if ceiling is not None:
-            rate = min(rate, ceiling)
+            rate = min(rate, ceiling * _CEILING_SHARE)
         self.rate = max(rate, 0.01)

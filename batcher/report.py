@@ -40,13 +40,19 @@ def plan_lines(plan: Plan, max_duration: float) -> list[str]:
     pace = (
         f"at most {plan.ceiling:g}/s" if plan.ceiling else "learned from the API's headers"
     ) + f", starting at {plan.start_rate:g}/s"
-    basis = f"{plan.ceiling:g}/s" if plan.ceiling else f"the start pace {plan.start_rate:g}/s"
+    if plan.ceiling:
+        when = f"at {plan.ceiling:g}/s this takes about {duration(plan.estimate)}"
+    else:
+        when = (
+            f"at the start pace it would take {duration(plan.estimate)}; "
+            "less once the API's headers show a higher limit"
+        )
     lines = [
         f"batcher: plan: {plan.to_send} rows to send of {plan.rows} "
         f"({plan.invalid} invalid, {plan.duplicates} duplicates"
         + (f", {plan.resumed} done by the interrupted run" if plan.resumed else "")
         + ")",
-        f"batcher: pace: {pace}; at {basis} this takes about {duration(plan.estimate)}",
+        f"batcher: pace: {pace}; {when}",
     ]
     if max_duration and plan.estimate > max_duration:
         lines.append(

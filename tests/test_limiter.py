@@ -15,6 +15,9 @@ import pytest
 from batcher.limiter import Pacer, PacingConfig
 from batcher.models import Answer, AnswerKind
 
+#: The share of a ceiling the pacer goes up to (see batcher.limiter).
+CEILING_SHARE = 0.99
+
 #: Scheduler passes the fake clock lets the woken task run before it moves time again.
 SETTLE = 10
 #: Counting windows as half-open [t, t + 1 - EPSILON): sums of 1/rate drift by a few ulps.
@@ -159,7 +162,7 @@ async def test_ceiling_is_never_exceeded_after_the_first_second() -> None:
     times: list[float] = []
     work = [acquirer(pacer, clock, f"c{i}", times, rounds=80, answer=OK) for i in range(8)]
     await run_tasks(clock, *work)
-    assert pacer.rate == 40.0
+    assert pacer.rate == pytest.approx(CEILING_SHARE * 40.0)
     assert busiest_window([t for t in times if t >= 1.0]) <= 40
     assert busiest_window(times) >= 35  # the climb did reach the ceiling
 
@@ -169,10 +172,10 @@ async def test_ceiling_caps_the_start_rate() -> None:
     """A ceiling below start_rate paces from the very first request at the ceiling."""
     clock = FakeClock()
     pacer = Pacer(PacingConfig(start_rate=50.0, ceiling=2.0), clock)
-    assert pacer.rate == 2.0
+    assert pacer.rate == pytest.approx(CEILING_SHARE * 2.0)
     times: list[float] = []
     await run_tasks(clock, *(acquirer(pacer, clock, f"c{i}", times, rounds=1) for i in range(5)))
-    assert times[-1] - times[1] == pytest.approx(1.5, abs=1e-9)
+    assert times[-1] - times[1] == pytest.approx(3 / (CEILING_SHARE * 2.0), abs=1e-9)
 
 
 def test_shared_budget_is_learned_from_falling_remaining() -> None:
@@ -193,7 +196,7 @@ def test_shared_budget_rate_respects_the_ceiling() -> None:
     for n in range(5):
         pacer.observe(f"id:{n}", headers(100, 99 - n))
     assert pacer.budget == "shared"
-    assert pacer.rate == 10.0
+    assert pacer.rate == pytest.approx(CEILING_SHARE * 10.0)
 
 
 def test_per_path_budget_is_learned_from_fresh_contacts() -> None:
@@ -204,7 +207,7 @@ def test_per_path_budget_is_learned_from_fresh_contacts() -> None:
         pacer.observe(f"id:{n}", headers(5, 4))
     assert pacer.budget == "per-path"
     assert pacer.limit == 5
-    assert pacer.rate == 50.0
+    assert pacer.rate == pytest.approx(CEILING_SHARE * 50.0)
 
 
 def per_path_pacer(clock: FakeClock) -> Pacer:
@@ -319,8 +322,8 @@ async def test_rate_climbs_without_headers_when_the_pace_is_the_bottleneck() -> 
     await run_tasks(clock, *(worker(f"id:{i}") for i in range(8)))
     assert max(rates) > 5.0
     assert rates == sorted(rates)  # only ever up, with no 429
-    assert pacer.rate == 30.0
-    assert max(rates) == 30.0
+    assert pacer.rate == pytest.approx(CEILING_SHARE * 30.0)
+    assert max(rates) == pytest.approx(CEILING_SHARE * 30.0)
 
 
 @pytest.mark.anyio
@@ -425,3 +428,52 @@ def test_429_lowers_a_learned_shared_rate() -> None:
     )
     assert pacer.rate < before
     assert pacer.rate > 0
+
+
+@pytest.mark.anyio
+async def test_a_faster_pace_counts_for_requests_already_waiting() -> None:
+    """Workers queued at the 5/s start pace go at the learned 98/s as soon as it is learned,
+    not at the turns they would have had at 5/s."""
+    clock = FakeClock()
+    pacer = Pacer(PacingConfig(start_rate=5.0), clock)
+    times: list[float] = []
+
+    async def first() -> None:
+        await pacer.acquire("c0")
+        times.append(clock.now())
+        await clock.sleep(0.005)  # the answer comes back 5 ms later, with a budget of 100
+        pacer.observe("c0", headers(100, 99))
+
+    waiting = [acquirer(pacer, clock, f"c{i}", times, rounds=1) for i in range(1, 8)]
+    await run_tasks(clock, first, *waiting)
+    assert pacer.rate == pytest.approx(98.0)
+    # Seven more requests at 98/s take about 7/98 s after the first, not 7 * 0.2 s.
+    assert times[-1] < 0.2
+    gaps = [later - earlier for earlier, later in pairwise(times[1:])]
+    assert gaps == pytest.approx([1 / 98] * 6, abs=0.001)
+
+
+@pytest.mark.anyio
+async def test_no_second_window_holds_more_than_the_ceiling() -> None:
+    """At a ceiling of 50/s, with every wake-up 3 ms late, no 1-second window holds 51."""
+
+    class LateClock(FakeClock):
+        async def sleep(self, seconds: float) -> None:
+            await super().sleep(seconds + 0.003)
+
+    clock = LateClock()
+    pacer = Pacer(PacingConfig(start_rate=50.0, ceiling=50.0), clock)
+    times: list[float] = []
+
+    def late_worker(contact: str) -> Task:
+        async def work() -> None:
+            for n in range(40):
+                await pacer.acquire(contact)
+                times.append(clock.now())
+                await clock.sleep(0.004 if n % 3 else 0.0)  # uneven work between requests
+
+        return work
+
+    await run_tasks(clock, *(late_worker(f"c{i}") for i in range(6)))
+    assert len(times) == 240
+    assert all(later - earlier >= 1.0 for earlier, later in zip(times, times[50:], strict=False))
