@@ -512,7 +512,8 @@ class _Run:
                 self._finish(job, Outcome.DEFERRED, error=error)
             else:
                 job.requeues += 1
-                self._set_aside(job, self.settings.requeue_delay * self.rng.uniform(0.9, 1.1))
+                # Never sooner than asked ("try again in a few minutes"): jitter only adds.
+                self._set_aside(job, self.settings.requeue_delay * self.rng.uniform(1.0, 1.2))
         else:
             job.failures += 1
             if job.failures >= self.settings.max_attempts:

@@ -1,0 +1,542 @@
+"""Does batcher keep to the rate limits of the issue's cases? End to end, against the simulator.
+
+    python benchmarks/ratelimits.py [--seconds 20] [--only CASE] [--json FILE]
+
+Each case starts ``batcher simulate`` as its own process, writes an input CSV
+sized to last at least ``--seconds`` at the allowed rate (plus 10 %), runs
+``batcher run`` against it as a subprocess, stops the simulator and reads both
+sides: the simulator's JSON-lines request log (server clock) and batcher's
+results CSV.
+
+Cases:
+
+1a  shared fixed-window limit 20/s, no --rate: accepted/s over 20 >= 0.97, 429s <= 0.5 %
+1b  the same at 100/s
+2   per-path limit 5/s, --rate 50: accepted/s over 50 >= 0.97, 429s <= 0.5 %
+3   10 % of contacts answer 449 for 2 s, --requeue-delay 1, shared 20/s: every row ok,
+    and the run takes at most 3 s longer than the same run without 449s (both are run)
+4   5 % 500s and 2 % dropped connections, shared 20/s: every row ok (default max-attempts)
+5   X-RateLimit-Limit: 0 on every answer, no limit, --rate 50: once the pace has climbed,
+    accepted/s over 50 >= 0.97, and no 1-second window over 50
+
+"Achieved" is 200 answers / (time of the last request - time of the first), both
+from the simulator's log; a 1-second window is [t, t + 1) over every request the
+simulator logged. Case 3's durations are batcher's wall times (process start to
+exit), so its start-up cost is in both. The rate figures also need batcher to exit
+0. It prints a Markdown table and exits 1 if any case fails (2 if a run could not
+be made at all). Standard library only, plus batcher's own CLI as subprocesses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO
+
+TOKEN = "bench-token"  # noqa: S105 - the simulator accepts any bearer token
+FIRST_ID = 100_000
+#: Seconds the simulator gets to print its URL, and to stop after SIGTERM.
+SIMULATOR_START = 15.0
+SIMULATOR_STOP = 5.0
+#: Seconds batcher gets to finish a graceful stop after SIGTERM, when it overran.
+BATCHER_GRACE = 10.0
+MIN_ACHIEVED = 0.97
+MAX_429_SHARE = 0.005
+MAX_EXTRA_SECONDS = 3.0
+_LISTENING = re.compile(r"simulator listening on (\S+)")
+
+
+class BenchmarkError(Exception):
+    """A run could not be made at all (the simulator did not start, a file is missing)."""
+
+
+@dataclass
+class RunStats:
+    """One batcher run against one simulator, as both sides recorded it."""
+
+    label: str
+    rows: int
+    wall: float
+    exit_code: int | None  # None: batcher overran its timeout and was stopped
+    requests: int
+    statuses: dict[int, int]
+    first: float
+    last: float
+    max_window: int
+    #: Shortest time spanned by allowed + 1 consecutive requests (under 1 s: a window over).
+    tightest: float | None
+    per_second: list[int]
+    per_second_429: list[int]
+    outcomes: dict[str, int]
+    max_attempts: int
+    batcher_summary: str = ""
+
+    def count(self, status: int) -> int:
+        return self.statuses.get(status, 0)
+
+    @property
+    def span(self) -> float:
+        return self.last - self.first
+
+    @property
+    def achieved(self) -> float:
+        """Accepted (200) requests per second, on the server's clock."""
+        return self.count(200) / self.span if self.span > 0 else 0.0
+
+    @property
+    def share_429(self) -> float:
+        return self.count(429) / self.requests if self.requests else 0.0
+
+    @property
+    def ok(self) -> int:
+        return self.outcomes.get("ok", 0)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One figure of one case, against its bound."""
+
+    case: str
+    figure: str
+    bound: str
+    measured: str
+    value: float
+    passed: bool
+
+
+@dataclass
+class CaseResult:
+    case: str
+    runs: list[RunStats] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+
+
+# -- running the two processes ------------------------------------------------------------------
+
+
+def _read_first_line(stream: IO[str], timeout: float) -> str:
+    """The first line of a child's stdout, or "" if none came within ``timeout`` seconds."""
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return line[0] if line else ""
+
+
+def _stop(proc: subprocess.Popen[str], grace: float) -> int | None:
+    """SIGTERM, wait ``grace`` seconds, then SIGKILL. The exit code, if it stopped by itself."""
+    if proc.poll() is not None:
+        return proc.returncode
+    proc.terminate()
+    try:
+        return proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return None
+
+
+@contextmanager
+def simulator(flags: Sequence[str], log: Path, stderr: Path) -> Iterator[str]:
+    """Serve ``batcher simulate`` in its own process; yield its base URL; stop it by its pid."""
+    command = [sys.executable, "-m", "batcher", "simulate", "--port", "0", "--log", str(log)]
+    with stderr.open("w", encoding="utf-8") as err:
+        proc = subprocess.Popen(
+            [*command, *flags],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+        try:
+            if proc.stdout is None:  # pragma: no cover - stdout=PIPE always gives one
+                raise BenchmarkError("no stdout from the simulator")
+            line = _read_first_line(proc.stdout, SIMULATOR_START)
+            match = _LISTENING.search(line)
+            if match is None:
+                raise BenchmarkError(
+                    f"the simulator did not start (stdout {line!r}); "
+                    f"stderr: {stderr.read_text(encoding='utf-8')[-500:]!r}"
+                )
+            yield match.group(1)
+        finally:
+            _stop(proc, SIMULATOR_STOP)
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+def write_input(path: Path, rows: int) -> None:
+    with path.open("w", encoding="utf-8", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["identifier", "status"])
+        for n in range(FIRST_ID, FIRST_ID + rows):
+            writer.writerow([f"id:{n}", "close"])
+
+
+def run_batcher(
+    input_path: Path, base_url: str, results: Path, flags: Sequence[str], timeout: float
+) -> tuple[float, int | None, str]:
+    """Run ``batcher run``; (wall seconds, exit code or None if it overran, its stderr)."""
+    command = [
+        sys.executable,
+        "-m",
+        "batcher",
+        "run",
+        str(input_path),
+        "--base-url",
+        base_url,
+        "--no-progress",
+        "--out",
+        str(results),
+        *flags,
+    ]
+    env = {**os.environ, "AELYST_API_TOKEN": TOKEN}
+    output = results.with_suffix(".stderr")
+    with output.open("w", encoding="utf-8") as err:
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, text=True
+        )
+        try:
+            code: int | None = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _stop(proc, BATCHER_GRACE)
+            code = None
+        finally:
+            if proc.poll() is None:
+                _stop(proc, BATCHER_GRACE)
+        wall = time.monotonic() - started
+    return wall, code, output.read_text(encoding="utf-8")
+
+
+# -- reading what happened ----------------------------------------------------------------------
+
+
+def max_in_window(times: Sequence[float], width: float = 1.0) -> int:
+    """The most of ``times`` (sorted) in any half-open window [t, t + width)."""
+    best = 0
+    j = 0
+    for i, start in enumerate(times):
+        j = max(j, i)
+        while j < len(times) and times[j] < start + width:
+            j += 1
+        best = max(best, j - i)
+    return best
+
+
+def per_second(times: Sequence[float], origin: float, seconds: int) -> list[int]:
+    counts = [0] * seconds
+    for t in times:
+        counts[min(seconds - 1, int(t - origin))] += 1
+    return counts
+
+
+def tightest(times: Sequence[float], count: int) -> float | None:
+    """The shortest time spanned by ``count`` consecutive ``times`` (sorted), if that many."""
+    if count < 1 or len(times) < count:
+        return None
+    return min(times[i + count - 1] - times[i] for i in range(len(times) - count + 1))
+
+
+def read_stats(label: str, rows: int, allowed: int, log: Path, results: Path) -> RunStats:
+    """Both sides of one run: the simulator's request log and batcher's results file."""
+    records = []
+    if log.exists():
+        with log.open(encoding="utf-8") as file:
+            records = [json.loads(line) for line in file if line.strip()]
+    times = sorted(float(r["time"]) for r in records)
+    statuses = Counter(int(r["status"]) for r in records)
+    first, last = (times[0], times[-1]) if times else (0.0, 0.0)
+    seconds = max(1, math.ceil(last - first + 1e-9))
+    throttled = sorted(float(r["time"]) for r in records if r["status"] == 429)
+    outcomes: Counter[str] = Counter()
+    max_attempts = 0
+    if results.exists():
+        with results.open(encoding="utf-8", newline="") as file:
+            for row in csv.DictReader(file):
+                outcomes[row["outcome"]] += 1
+                max_attempts = max(max_attempts, int(row["attempts"] or 0))
+    return RunStats(
+        label=label,
+        rows=rows,
+        wall=0.0,
+        exit_code=None,
+        requests=len(records),
+        statuses=dict(sorted(statuses.items())),
+        first=first,
+        last=last,
+        max_window=max_in_window(times),
+        tightest=tightest(times, allowed + 1),
+        per_second=per_second(times, first, seconds),
+        per_second_429=per_second(throttled, first, seconds) if throttled else [],
+        outcomes=dict(outcomes),
+        max_attempts=max_attempts,
+    )
+
+
+def measure(
+    label: str,
+    rows: int,
+    allowed: int,
+    *,
+    sim: Sequence[str],
+    run: Sequence[str] = (),
+    seconds: float,
+) -> RunStats:
+    """One run: simulator up, batcher through every row, simulator down, then read both logs."""
+    with tempfile.TemporaryDirectory(prefix=f"batcher-bench-{label}-") as tmp:
+        folder = Path(tmp)
+        input_path, results, log = folder / "input.csv", folder / "results.csv", folder / "sim.log"
+        write_input(input_path, rows)
+        timeout = 4 * seconds + 60
+        with simulator(sim, log, folder / "simulator.stderr") as base_url:
+            wall, code, output = run_batcher(input_path, base_url, results, run, timeout)
+        stats = read_stats(label, rows, allowed, log, results)
+    stats.wall = wall
+    stats.exit_code = code
+    stats.batcher_summary = next(
+        (line for line in output.splitlines() if " rows in " in line), output[-300:]
+    )
+    show(stats, allowed)
+    return stats
+
+
+def show(s: RunStats, allowed: int) -> None:
+    code = "timeout" if s.exit_code is None else str(s.exit_code)
+    print(
+        f"  [{s.label}] rows {s.rows}: requests {s.requests}, 200s {s.count(200)}, "
+        f"429s {s.count(429)}, 449s {s.count(449)}, 500s {s.count(500)}, "
+        f"dropped {s.count(0)}; ok rows {s.ok}/{s.rows}, most attempts {s.max_attempts}"
+    )
+    print(
+        f"    batcher wall {s.wall:.2f} s, exit {code}; server span {s.span:.2f} s, "
+        f"achieved {s.achieved:.2f} 200s/s; max in a 1-s window {s.max_window}"
+    )
+    if s.tightest is not None and s.tightest < 1.0:
+        print(f"    tightest {allowed + 1} consecutive requests: {s.tightest:.4f} s")
+    print(f"    requests per second (server clock): {' '.join(map(str, s.per_second))}")
+    if s.per_second_429:
+        print(f"    429s per second:                    {' '.join(map(str, s.per_second_429))}")
+    print(f"    {s.batcher_summary}")
+
+
+# -- the cases ----------------------------------------------------------------------------------
+
+
+def rows_for(rate: float, seconds: float) -> int:
+    """Rows for ``seconds`` at ``rate``, plus 10 % (rounded first: 20 * 20 * 1.1 is 440.00...01)."""
+    return math.ceil(round(rate * seconds * 1.1, 6))
+
+
+def rate_checks(case: str, s: RunStats, allowed: float) -> list[Check]:
+    ratio = s.achieved / allowed
+    return [
+        Check(
+            case,
+            f"achieved 200s/s over {allowed:g}/s",
+            f">= {MIN_ACHIEVED:.2f}",
+            f"{ratio:.3f} ({s.achieved:.2f}/s)",
+            ratio,
+            ratio >= MIN_ACHIEVED and s.exit_code == 0,
+        ),
+        Check(
+            case,
+            "429s / requests",
+            f"<= {MAX_429_SHARE:.1%}",
+            f"{s.share_429:.2%} ({s.count(429)}/{s.requests})",
+            s.share_429,
+            s.share_429 <= MAX_429_SHARE,
+        ),
+    ]
+
+
+def all_ok_check(case: str, s: RunStats) -> Check:
+    share = s.ok / s.rows
+    return Check(
+        case,
+        "rows ending ok",
+        f"all {s.rows}",
+        f"{s.ok}/{s.rows} (exit {'timeout' if s.exit_code is None else s.exit_code})",
+        share,
+        s.ok == s.rows and s.exit_code == 0,
+    )
+
+
+def shared_limit(case: str, limit: int) -> Callable[[float], tuple[list[RunStats], list[Check]]]:
+    def run(seconds: float) -> tuple[list[RunStats], list[Check]]:
+        sim = ["--shared-limit", str(limit)]
+        s = measure(case, rows_for(limit, seconds), limit, sim=sim, seconds=seconds)
+        return [s], rate_checks(case, s, limit)
+
+    return run
+
+
+def case_2(seconds: float) -> tuple[list[RunStats], list[Check]]:
+    sim, run = ["--path-limit", "5"], ["--rate", "50"]
+    s = measure("2", rows_for(50, seconds), 50, sim=sim, run=run, seconds=seconds)
+    return [s], rate_checks("2", s, 50)
+
+
+def case_3(seconds: float) -> tuple[list[RunStats], list[Check]]:
+    rows = rows_for(20, seconds)
+    sim, run = ["--shared-limit", "20"], ["--requeue-delay", "1"]
+    base = measure("3-no-449", rows, 20, sim=sim, run=run, seconds=seconds)
+    queued = [*sim, "--queue-share", "0.1", "--queue-hold", "2"]
+    held = measure("3", rows, 20, sim=queued, run=run, seconds=seconds)
+    extra = held.wall - base.wall
+    duration = Check(
+        "3",
+        "wall time with 449s - without",
+        f"<= +{MAX_EXTRA_SECONDS:.1f} s",
+        f"{extra:+.2f} s ({held.wall:.2f} s vs {base.wall:.2f} s)",
+        extra,
+        extra <= MAX_EXTRA_SECONDS,
+    )
+    # Every 449 answer uses a turn of the shared 20/s limit (the server counts it), so the
+    # extra requests cost (extra requests) / 19.6 s at the very least, whatever a client
+    # does; what is left is what batcher controls: held rows not blocking the others, and
+    # the tail after the last new row.
+    cost = (held.requests - base.requests) / (0.98 * 20)
+    beyond = extra - cost
+    controlled = Check(
+        "3",
+        "the same, less the extra requests' own time at the limit",
+        f"<= +{MAX_EXTRA_SECONDS:.1f} s",
+        f"{beyond:+.2f} s ({held.requests - base.requests} extra requests = {cost:.2f} s)",
+        beyond,
+        beyond <= MAX_EXTRA_SECONDS,
+    )
+    return [base, held], [all_ok_check("3", held), duration, controlled]
+
+
+def case_4(seconds: float) -> tuple[list[RunStats], list[Check]]:
+    sim = ["--shared-limit", "20", "--error-rate", "0.05", "--drop-rate", "0.02"]
+    s = measure("4", rows_for(20, seconds), 20, sim=sim, seconds=seconds)
+    return [s], [all_ok_check("4", s)]
+
+
+def case_5(seconds: float) -> tuple[list[RunStats], list[Check]]:
+    ceiling = 50
+    sim, run = ["--rate-headers", "zero"], ["--rate", str(ceiling)]
+    s = measure("5", rows_for(ceiling, seconds), ceiling, sim=sim, run=run, seconds=seconds)
+    ratio = s.achieved / ceiling
+    window = s.max_window / ceiling
+    # The pace climbs gradually without usable headers (as the issue asks): once it has
+    # reached the ceiling, it must hold there. Whole seconds only (the last is partial).
+    full = s.per_second[:-1]
+    climb = next((i for i, n in enumerate(full) if n >= MIN_ACHIEVED * ceiling), len(full))
+    held = full[climb:]
+    steady = sum(held) / len(held) / ceiling if held else 0.0
+    return [s], [
+        Check(
+            "5",
+            f"200s/s over the ceiling once reached (after {climb} s of climb)",
+            f">= {MIN_ACHIEVED:.2f}",
+            f"{steady:.3f}",
+            steady,
+            steady >= MIN_ACHIEVED and s.exit_code == 0,
+        ),
+        Check(
+            "5",
+            f"achieved 200s/s over the ceiling {ceiling}/s, whole run, climb included",
+            "<= 1.00 (informative)",
+            f"{ratio:.3f} ({s.achieved:.2f}/s)",
+            ratio,
+            ratio <= 1.0 and s.exit_code == 0,
+        ),
+        Check(
+            "5",
+            "most requests in a 1-s window over the ceiling",
+            "<= 1.00",
+            f"{window:.2f} ({s.max_window})",
+            window,
+            window <= 1.0,
+        ),
+    ]
+
+
+CASES: dict[str, tuple[str, Callable[[float], tuple[list[RunStats], list[Check]]]]] = {
+    "1a": ("shared fixed-window limit 20/s, no --rate", shared_limit("1a", 20)),
+    "1b": ("shared fixed-window limit 100/s, no --rate", shared_limit("1b", 100)),
+    "2": ("per-path limit 5/s, --rate 50", case_2),
+    "3": ("10% of contacts in 449 for 2 s, --requeue-delay 1, shared 20/s", case_3),
+    "4": ("5% 500s, 2% dropped connections, shared 20/s", case_4),
+    "5": ("X-RateLimit-Limit: 0 on every answer, no limit, --rate 50", case_5),
+}
+
+
+def table(checks: Sequence[Check]) -> str:
+    lines = ["| case | figure | bound | measured | pass/fail |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {c.case} | {c.figure} | {c.bound} | {c.measured} | {'pass' if c.passed else 'FAIL'} |"
+        for c in checks
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=20.0,
+        help="how long each run lasts at the allowed rate (default 20)",
+    )
+    parser.add_argument("--only", choices=sorted(CASES), help="run only this case")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure here")
+    args = parser.parse_args(argv)
+    if args.seconds <= 0:
+        parser.error("--seconds must be positive")
+
+    results: list[CaseResult] = []
+    started = time.monotonic()
+    try:
+        for name, (title, run) in CASES.items():
+            if args.only and name != args.only:
+                continue
+            print(f"case {name}: {title}", flush=True)
+            runs, checks = run(args.seconds)
+            results.append(CaseResult(name, runs, checks))
+            sys.stdout.flush()
+    except BenchmarkError as exc:
+        print(f"ratelimits: error: {exc}", file=sys.stderr)
+        return 2
+    checks = [c for r in results for c in r.checks]
+    print(f"\n{table(checks)}\n")
+    print(f"total {time.monotonic() - started:.0f} s")
+    if args.json is not None:
+        dump = [
+            {
+                **asdict(r),
+                "derived": [
+                    {
+                        "label": s.label,
+                        "span": s.span,
+                        "achieved": s.achieved,
+                        "share_429": s.share_429,
+                    }
+                    for s in r.runs
+                ],
+            }
+            for r in results
+        ]
+        args.json.write_text(json.dumps(dump, indent=1), encoding="utf-8")
+    return 0 if all(c.passed for c in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
