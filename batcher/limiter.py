@@ -23,8 +23,11 @@ What it learns from answers:
   shared. A shared budget paces the run at ``headroom * Limit / window``; a
   per-path budget paces each contact so, and the run climbs up to the ceiling.
 * Without usable headers (missing, zero, negative, not a number) the pace
-  climbs: doubling per clean window until the first 429, then 10 % a window,
-  and only while the pace is what holds the run back.
+  climbs: doubling per clean window until the first 429 (or the knee below),
+  then 10 % a window, and only while the pace is what holds the run back.
+  When the pace is not achieved and answers queue up on this side (latency
+  over twice the quickest), the run is past its knee: the pace drops to what
+  got through (see ``_climb``).
 * 429: one pause for every worker until ``Retry-After`` has passed, and the
   pace drops; it climbs back after clean windows.
 
@@ -96,6 +99,9 @@ class Pacer:
         self._period_start = clock.now()
         self._period_sends = 0
         self._period_clean = True
+        self._period_answers = 0
+        self._period_latency = 0.0  # sum of this window's answer latencies
+        self._base_latency = math.inf  # the quickest answer seen: the network's own latency
         self._apply_rate(config.start_rate)
 
     @property
@@ -141,10 +147,14 @@ class Pacer:
             slot = now
         return max(slot, self._paused_until)
 
-    def observe(self, contact: str, answer: Answer) -> None:
-        """Learn from one answer: its rate headers, a 429, or a clean stretch."""
+    def observe(self, contact: str, answer: Answer, latency: float | None = None) -> None:
+        """Learn from one answer: its rate headers, a 429, its latency, or a clean stretch."""
         now = self._clock.now()
         self._end_period_if_due(now)
+        if latency is not None and latency > 0:
+            self._period_answers += 1
+            self._period_latency += latency
+            self._base_latency = min(self._base_latency, latency)
         if answer.kind is AnswerKind.RATE_LIMITED:
             self._throttle(now, answer.retry_after)
         elif answer.http_status is not None:
@@ -203,14 +213,34 @@ class Pacer:
                 self._factor = min(1.0, self._factor * 1.02)
                 if self.limit is not None:
                     self._apply_rate(self._factor * self._config.headroom * self.limit / window)
-            elif self._period_sends >= 0.8 * self.rate * elapsed:
-                self._apply_rate(self.rate * (2.0 if self._slow_start else 1.1))
+            else:
+                self._climb(self._period_sends / elapsed)
         self._period_start = now
         self._period_sends = 0
         self._period_clean = True
+        self._period_answers = 0
+        self._period_latency = 0.0
         horizon = now - window
         self._seen = {c: t for c, t in self._seen.items() if t >= horizon}
         self._contact_next = {c: t for c, t in self._contact_next.items() if t >= now}
+
+    def _climb(self, achieved: float) -> None:
+        """Without a budget from the headers: find the pace the run can really keep.
+
+        Climb while the pace is what holds the run back (it was achieved). When it is
+        not achieved and answers take over twice the quickest answer's time, requests
+        are queueing on this side (the CPU is saturated, and httpx slows down as more of
+        its pool is busy: at 64 connections a pace past the knee halved the throughput).
+        Then drop to what got through, and climb gently from there.
+        """
+        answers = self._period_answers
+        queueing = answers > 0 and self._period_latency / answers > 2 * self._base_latency
+        if achieved >= 0.9 * self.rate:
+            if not queueing:
+                self._apply_rate(self.rate * (2.0 if self._slow_start else 1.1))
+        elif queueing:
+            self._slow_start = False
+            self._apply_rate(max(achieved * 0.95, self._config.start_rate))
 
     def _apply_rate(self, rate: float) -> None:
         ceiling = self._config.ceiling

@@ -481,7 +481,7 @@ class _Run:
                 )
             )
             paused = self.pacer.paused_for
-            self.pacer.observe(job.contact, answer)
+            self.pacer.observe(job.contact, answer, latency)
             if self.pacer.paused_for > paused + 0.001:
                 self.progress.note(
                     f"429 Too Many Requests: every worker waits {self.pacer.paused_for:.1f} s; "

@@ -25,7 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 TOKEN = "bench-token"  # noqa: S105 - the simulator accepts any token
@@ -229,6 +231,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1M as dry run only; 10k speed")
     parser.add_argument("--keep", type=Path, help="keep generated inputs in this folder")
+    parser.add_argument("--only", choices=("startup", "speed", "memory"), help="one part only")
     args = parser.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
@@ -236,7 +239,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        table = startup() + speed(folder, args.quick) + memory(folder, args.quick)
+        parts: dict[str, Callable[[], list[tuple[str, str, str, bool]]]] = {
+            "startup": startup,
+            "speed": partial(speed, folder, args.quick),
+            "memory": partial(memory, folder, args.quick),
+        }
+        table = [row for name, part in parts.items() if args.only in (None, name) for row in part()]
     print("\n| figure | bound | measured | |\n|---|---|---|---|")
     for name, bound, value, ok in table:
         print(f"| {name} | {bound} | {value} | {'pass' if ok else 'FAIL'} |")
