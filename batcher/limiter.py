@@ -47,7 +47,11 @@ from batcher.models import Answer, AnswerKind
 
 #: Longest a waiting request sleeps before it looks at the pace again.
 _RECHECK = 0.05
-#: Most a late wake-up may still use of its missed turn (seconds).
+#: Latency over twice the quickest answer's, plus this, means requests queue on this side.
+_QUEUEING_SLACK = 0.010
+#: Most a late wake-up may still use of its missed turn (seconds). The event loop wakes
+#: sleepers with about 1 ms of resolution: at 640/s (1.6 ms a turn) a smaller allowance
+#: lost most of each turn to lateness, and the run went at 384/s.
 _CATCH_UP = 0.005
 #: The share of the ceiling the pace goes up to: with the catch-up above, R+1 requests
 #: then always span more than a second (R / (0.99 R) - 5 ms > 1 s), so no 1-second
@@ -143,7 +147,7 @@ class Pacer:
         slot = self._last + interval
         # A turn missed by at most catch_up (a late wake-up) is kept, so lateness is not lost;
         # an idle pacer starts from now, never earlier (no burst).
-        if slot < now - min(interval / 2, _CATCH_UP):
+        if slot < now - _CATCH_UP:
             slot = now
         return max(slot, self._paused_until)
 
@@ -228,16 +232,17 @@ class Pacer:
         """Without a budget from the headers: find the pace the run can really keep.
 
         Climb while the pace is what holds the run back (it was achieved). When it is
-        not achieved and answers take over twice the quickest answer's time, requests
-        are queueing on this side (the CPU is saturated, and httpx slows down as more of
-        its pool is busy: at 64 connections a pace past the knee halved the throughput).
+        not achieved and answers take well over the quickest answer's time (twice it,
+        plus 10 ms so loopback's fractions of a millisecond do not count), requests are
+        queueing on this side: the CPU is saturated, and httpx slows down as more of its
+        pool is busy (at 64 connections a pace past the knee halved the throughput).
         Then drop to what got through, and climb gently from there.
         """
         answers = self._period_answers
-        queueing = answers > 0 and self._period_latency / answers > 2 * self._base_latency
+        mean = self._period_latency / answers if answers else 0.0
+        queueing = answers > 0 and mean > 2 * self._base_latency + _QUEUEING_SLACK
         if achieved >= 0.9 * self.rate:
-            if not queueing:
-                self._apply_rate(self.rate * (2.0 if self._slow_start else 1.1))
+            self._apply_rate(self.rate * (2.0 if self._slow_start else 1.1))
         elif queueing:
             self._slow_start = False
             self._apply_rate(max(achieved * 0.95, self._config.start_rate))
