@@ -4,6 +4,7 @@ One command::
 
     python benchmarks/scale.py            # everything (the 1M real run takes ~25 min)
     python benchmarks/scale.py --quick    # 1M only as a dry run; speed on 10k rows
+    python benchmarks/scale.py --only speed   # or startup, memory
 
 It generates the inputs, starts the simulator as its own process (so the two
 do not share a GIL), runs batcher and a bare ``httpx.AsyncClient`` loop
@@ -21,6 +22,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -172,32 +174,40 @@ def memory(folder: Path, quick: bool) -> list[tuple[str, str, str, bool]]:
     return rows
 
 
-def speed(folder: Path, quick: bool) -> list[tuple[str, str, str, bool]]:
+def speed(folder: Path, quick: bool, repeat: int = 3) -> list[tuple[str, str, str, bool]]:
+    """Medians of ``repeat`` runs each, all against one simulator with 20 ms latency."""
     count = 10_000 if quick else 20_000
     source = make_input(folder, count)
     sim = Simulator("--latency", "0.02")
     rows: list[tuple[str, str, str, bool]] = []
     try:
-        bare = subprocess.run(
-            [sys.executable, "-c", _BARE, sim.base_url, str(count), "8"],
-            capture_output=True,
-            text=True,
-            check=True,
-            stdin=subprocess.DEVNULL,
-        )
-        bare_rate = float(bare.stdout.split()[-1])
-        print(f"bare httpx loop, 8 connections: {bare_rate:.1f} requests/s")
+        bare_rates = []
+        for _ in range(repeat):
+            bare = subprocess.run(
+                [sys.executable, "-c", _BARE, sim.base_url, str(count), "8"],
+                capture_output=True,
+                text=True,
+                check=True,
+                stdin=subprocess.DEVNULL,
+            )
+            bare_rates.append(float(bare.stdout.split()[-1]))
+        bare_rate = statistics.median(bare_rates)
+        print(f"bare httpx loop, 8 connections: {bare_rate:.1f} requests/s {bare_rates}")
         rates: dict[int, float] = {}
         for concurrency in (8, 16, 32, 64):
-            result, data = batcher_run(
-                source, folder, "--concurrency", str(concurrency), base_url=sim.base_url
-            )
-            rate = float(str(data["rows_per_second"]))
-            rates[concurrency] = rate
-            cpu_us = result.cpu_seconds / count * 1e6
+            runs, cpus, peaks = [], [], []
+            for _ in range(repeat):
+                result, data = batcher_run(
+                    source, folder, "--concurrency", str(concurrency), base_url=sim.base_url
+                )
+                runs.append(float(str(data["rows_per_second"])))
+                cpus.append(result.cpu_seconds / count * 1e6)
+                peaks.append(result.peak_mib)
+            rates[concurrency] = statistics.median(runs)
             print(
-                f"batcher, concurrency {concurrency}: {rate:.1f} rows/s, "
-                f"{cpu_us:.0f} us CPU per row, peak RSS {result.peak_mib:.1f} MiB"
+                f"batcher, concurrency {concurrency}: {rates[concurrency]:.1f} rows/s {runs}, "
+                f"{statistics.median(cpus):.0f} us CPU per row, "
+                f"peak RSS {statistics.median(peaks):.1f} MiB"
             )
     finally:
         sim.stop()
