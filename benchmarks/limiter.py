@@ -8,7 +8,8 @@ each loop for 5 s over ``acquire()`` followed by a no-op send
 
 (a) ``aiolimiter.AsyncLimiter(R, 1)``: a bucket of R per second;
 (b) ``aiolimiter.AsyncLimiter(1, 1/R)``: a bucket of one, refilled every 1/R s;
-(c) ``batcher.limiter.Pacer(PacingConfig(start_rate=R, ceiling=R), SystemClock())``,
+(c) ``batcher.limiter.Pacer(PacingConfig(start_rate=R), SystemClock())`` (no ceiling: at a
+ceiling the pacer goes to 99 % of it on purpose; with no answers observed it keeps R),
     with a distinct contact key per call (it never sees an answer, so its pace stays R).
 
 For each it prints the acquisitions per second over R (counting only those that
@@ -100,7 +101,7 @@ def limiters(rate: int) -> list[tuple[str, Acquire]]:
 
     bucket = AsyncLimiter(rate, 1)
     single = AsyncLimiter(1, 1 / rate)
-    pacer = Pacer(PacingConfig(start_rate=rate, ceiling=rate), SystemClock())
+    pacer = Pacer(PacingConfig(start_rate=rate), SystemClock())
 
     async def bucket_acquire(_: int) -> None:
         await bucket.acquire()
