@@ -458,6 +458,7 @@ class _Run:
         while (job := await self.queue.get()) is not None:
             await self.pacer.acquire(job.contact)
             if self.queue.stopped:  # stopped while this worker waited for its turn
+                self.pacer.release()
                 self._record(self._result(job, Outcome.SKIPPED, error=self.summary.stopped))
                 continue
             self.in_flight[job.request.row] = job
@@ -481,7 +482,7 @@ class _Run:
                 )
             )
             paused = self.pacer.paused_for
-            self.pacer.observe(job.contact, answer, latency)
+            self.pacer.observe(job.contact, answer)
             if self.pacer.paused_for > paused + 0.001:
                 self.progress.note(
                     f"429 Too Many Requests: every worker waits {self.pacer.paused_for:.1f} s; "

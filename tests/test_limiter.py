@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Callable, Coroutine
 from functools import partial
 from itertools import count, pairwise
@@ -477,3 +478,45 @@ async def test_no_second_window_holds_more_than_the_ceiling() -> None:
     await run_tasks(clock, *(late_worker(f"c{i}") for i in range(6)))
     assert len(times) == 240
     assert all(later - earlier >= 1.0 for earlier, later in zip(times, times[50:], strict=False))
+
+
+@pytest.mark.anyio
+async def test_saturated_cpu_caps_requests_in_flight_at_16() -> None:
+    """While the process's CPU is saturated, a 17th request waits for an answer; once the CPU
+    has room again, the cap goes."""
+    clock = FakeClock()
+    cpu = [0.0]
+    pacer = Pacer(PacingConfig(start_rate=1000.0), clock, cpu_time=lambda: cpu[0])
+    sent: list[float] = []
+    await run_tasks(clock, acquirer(pacer, clock, "c0", sent, rounds=17))
+    assert pacer.outstanding == 17  # no cap yet
+
+    async def busy_second() -> None:
+        await clock.sleep(1.0)
+        cpu[0] += 1.0  # a whole second of CPU in one second of wall time: saturated
+        pacer.observe("c0", OK)
+
+    await run_tasks(clock, busy_second)
+    assert pacer.in_flight_cap == 16
+    assert pacer.outstanding == 16
+    waited: list[float] = []
+
+    async def seventeenth() -> None:
+        await pacer.acquire("c1")
+        waited.append(clock.now())
+
+    async def answer_later() -> None:
+        await clock.sleep(0.5)
+        assert waited == []  # 16 in flight: the 17th waits
+        pacer.observe("c0", OK)
+
+    start = clock.now()
+    await run_tasks(clock, seventeenth, answer_later)
+    assert waited[0] - start >= 0.5
+
+    async def idle_second() -> None:
+        await clock.sleep(1.0)
+        pacer.observe("c0", OK)  # a second with no CPU at all
+
+    await run_tasks(clock, idle_second)
+    assert pacer.in_flight_cap == math.inf
