@@ -236,7 +236,7 @@ class Pacer:
                 self._factor = min(1.0, self._factor * 1.02)
                 if self.limit is not None:
                     self._apply_rate(self._factor * self._config.headroom * self.limit / window)
-            elif self._period_sends >= 0.9 * self.rate * elapsed:
+            elif self._period_sends >= 0.8 * self.rate * elapsed:
                 self._apply_rate(self.rate * (2.0 if self._slow_start else 1.1))
         self._cap_in_flight(elapsed)
         self._period_start = now
