@@ -43,11 +43,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.command(args)
     except BatcherError as exc:  # the run could not start: nothing was sent
         print(f"batcher: error: {exc}", file=sys.stderr)
-        if getattr(args, "summary_json", None):
+        summary_json = getattr(args, "summary_json", None)
+        if summary_json is not None and summary_json.parent.is_dir():
             from batcher.report import write_json  # noqa: PLC0415
 
-            write_json(args.summary_json, {"exit_code": exc.exit_code, "error": str(exc)})
+            write_json(summary_json, {"exit_code": exc.exit_code, "error": str(exc)})
         return exc.exit_code
+    except OSError as exc:  # a file batcher was told to use cannot be opened or written
+        where = f" {exc.filename!r}" if exc.filename else ""
+        print(f"batcher: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:  # outside the run's own signal handling (start-up, the end)
         print("batcher: interrupted; running the same command again resumes", file=sys.stderr)
         return EXIT_ABORTED
@@ -165,15 +170,18 @@ def _add_run_options(run: argparse.ArgumentParser, *, retry_command: bool = Fals
         metavar="CHAR",
         help="the input's delimiter (default: sniffed among , ; tab |)",
     )
+    run.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard what an interrupted run of the same results file recorded, and "
+        "send every row again (by default the same command resumes)",
+    )
     if not retry_command:
         run.add_argument(
-            "--dry-run", action="store_true", help="read and validate everything, send nothing"
-        )
-        run.add_argument(
-            "--restart",
+            "--dry-run",
             action="store_true",
-            help="discard what an interrupted run of the same results file recorded, and "
-            "send every row again (by default the same command resumes)",
+            help="read and validate everything, send nothing (results default to "
+            "<input stem>.dry-run.csv, so a real run's results are never overwritten)",
         )
         run.add_argument(
             "--failed-out",
@@ -231,11 +239,13 @@ def _settings_from(args: argparse.Namespace) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
     from batcher.reader import scan_input  # noqa: PLC0415
-    from batcher.runner import default_results_path, input_source  # noqa: PLC0415
+    from batcher.runner import default_results_path, dry_run_path, input_source  # noqa: PLC0415
 
     settings = _settings_from(args)
     info = scan_input(args.input, encoding=settings.encoding, delimiter=settings.delimiter or None)
-    out = args.out or default_results_path(args.input)
+    out = args.out or (
+        dry_run_path(args.input) if args.dry_run else default_results_path(args.input)
+    )
     return _execute(
         args,
         settings,
@@ -253,7 +263,8 @@ def _retry(args: argparse.Namespace) -> int:
     settings = _settings_from(args)
     outcomes = parse_outcomes(args.outcomes) if args.outcomes else None
     source = retry_source(args.results, outcomes, settings=settings)
-    return _execute(args, settings, source, args.out or default_retry_path(args.results))
+    out = args.out or default_retry_path(args.results)
+    return _execute(args, settings, source, out, restart=args.restart)
 
 
 def _execute(
@@ -270,6 +281,8 @@ def _execute(
         for line in lines if not args.quiet else ():
             print(line, file=sys.stderr)
 
+    if args.summary_json and not args.summary_json.parent.is_dir():
+        raise UsageError(f"--summary-json: folder {str(args.summary_json.parent)!r} not found")
     log = (
         JsonAttemptLog(args.log_file, redact_identifiers=args.redact)
         if args.log_file

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from types import TracebackType
 from urllib.parse import quote
 
@@ -99,9 +100,21 @@ class AelystClient:
         try:
             async with self._client.stream("POST", url, content=request_body(request)) as response:
                 body = await _read_capped(response)
+            answer = _classify(response, body)
         except httpx.HTTPError as exc:
-            return _transport_error(exc, self._token)
-        return _classify(response, body)
+            answer = _transport_error(exc)
+        except Exception as exc:  # a row's trouble is an outcome, never a crash
+            # e.g. httpx.InvalidURL (not an HTTPError) for an identifier too long for a URL
+            answer = Answer(AnswerKind.RETRYABLE, None, error=f"{type(exc).__name__}: {exc}")
+        return self._redacted(answer)
+
+    def _redacted(self, answer: Answer) -> Answer:
+        """The answer with the token cut out of its error text, wherever it came from (an
+        httpx message quoting a header, a gateway echoing the request)."""
+        token = self._token.reveal()
+        if token and token in answer.error:
+            return replace(answer, error=answer.error.replace(token, "[token]")[:ERROR_EXCERPT])
+        return answer
 
 
 async def _read_capped(response: httpx.Response) -> bytes:
@@ -115,15 +128,9 @@ async def _read_capped(response: httpx.Response) -> bytes:
     return b"".join(chunks)
 
 
-def _transport_error(exc: httpx.HTTPError, token: Secret) -> Answer:
-    """Translate an httpx exception (no answer at all) into a retryable ``Answer``.
-
-    Some of httpx's messages quote a header; the token is cut out of them, whatever
-    checks were made before (defence in depth).
-    """
+def _transport_error(exc: httpx.HTTPError) -> Answer:
+    """Translate an httpx exception (no answer at all) into a retryable ``Answer``."""
     detail = str(exc) or type(exc).__name__
-    if token.reveal():
-        detail = detail.replace(token.reveal(), "[token]")
     if isinstance(exc, httpx.TimeoutException):
         error = f"timeout: {type(exc).__name__}"
     elif isinstance(exc, httpx.TransportError):
@@ -174,7 +181,7 @@ def _json_object(body: bytes) -> dict[str, object] | None:
         return None
     try:
         value = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
         return None
     return value if isinstance(value, dict) else None
 

@@ -213,8 +213,11 @@ _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\
 
 def parse_duration(text: str) -> float:
     """``90``, ``90s``, ``45m``, ``2h``, ``1h30m`` as seconds; UsageError otherwise."""
-    match = _DURATION.fullmatch(text.strip().lower().replace(" ", ""))
-    if match is None or not any(match.groups()):
+    cleaned = text.strip().lower().replace(" ", "")
+    match = _DURATION.fullmatch(cleaned)
+    # A bare number is seconds only on its own: "1h30" is a slip for 1h30m, not 1h and 30 s.
+    bare_tail = cleaned[-1:].isdigit() and any(unit in cleaned for unit in "hm")
+    if match is None or not any(match.groups()) or bare_tail:
         raise UsageError(f"duration {text!r} is not like 90s, 45m, 2h or 1h30m")
     hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
     return hours * 3600 + minutes * 60 + seconds

@@ -127,35 +127,45 @@ class Pacer:
         return max(0.0, self._paused_until - self._clock.now())
 
     async def acquire(self, contact: str) -> None:
-        """Wait until this run may send one request to ``contact``."""
+        """Wait until this run may send one request to ``contact``.
+
+        Every return must be followed by ``observe`` (an answer) or ``release`` (not sent).
+        """
         clock = self._clock
         per_path = self.budget == "per-path"
         if per_path:
-            # This contact's own budget first, holding no turn of the run's meanwhile; then
-            # the contact is marked taken, so a second acquire for it waits its turn.
+            # This contact's own budget first, holding no turn of the run's meanwhile.
             while (wait := self._contact_next.get(contact, -math.inf) - clock.now()) > 0:
                 await clock.sleep(min(wait, _RECHECK))
-            self._contact_next[contact] = math.inf
-        while self.outstanding >= self.in_flight_cap:
-            await self._released.wait()
         turn = anyio.Event()
-        self._waiting.append(turn)
-        if self._waiting[0] is turn:
-            turn.set()
+        reserved = False
         try:
+            if per_path:
+                self._contact_next[contact] = math.inf  # taken: a second acquire for it waits
+            while self.outstanding >= self.in_flight_cap:
+                await self._released.wait()
+            self.outstanding += 1  # counted now, so one release lets one waiter through
+            reserved = True
+            self._waiting.append(turn)
+            if self._waiting[0] is turn:
+                turn.set()
             await turn.wait()
             while (slot := self._slot(clock.now())) > clock.now():
                 # Sleep in short steps, so a faster pace learned meanwhile counts at once.
                 await clock.sleep(min(slot - clock.now(), _RECHECK))
             self._last = slot
             self._period_sends += 1
-            self.outstanding += 1
+        except BaseException:
+            if reserved:
+                self.release()
+            raise
         finally:
             if per_path:
                 self._contact_next[contact] = clock.now() + self._per_contact_interval()
-            self._waiting.remove(turn)
-            if self._waiting:
-                self._waiting[0].set()
+            if turn in self._waiting:
+                self._waiting.remove(turn)
+                if self._waiting:
+                    self._waiting[0].set()
 
     def _slot(self, now: float) -> float:
         """When the next request may go, at the current pace (no turn is booked ahead)."""

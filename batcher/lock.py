@@ -28,19 +28,33 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+        for _ in range(10):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise UsageError(
+                    f"another batcher run (pid {holder}) is writing {str(self._results)!r}; "
+                    "wait for it to finish, or give this run another --out"
+                ) from None
+            # The holder before us may have deleted the file as it released it: a lock on a
+            # file no longer at this path locks nothing. Then take the new file's lock.
+            if self._still_at_path(fd):
+                break
             os.close(fd)
-            raise UsageError(
-                f"another batcher run (pid {holder}) is writing {str(self._results)!r}; "
-                "wait for it to finish, or give this run another --out"
-            ) from None
+        else:
+            raise UsageError(f"cannot lock {str(self.path)!r}: it keeps being replaced")
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
+
+    def _still_at_path(self, fd: int) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
 
     def release(self) -> None:
         if self._fd is None:

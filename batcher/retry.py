@@ -3,7 +3,9 @@
 The results file is read as input: its ``identifier``/``status``/``category``/
 ``summary`` columns are the calls, its ``row`` column keeps the original row
 numbers, and the columns after ``error`` are the original extra columns. The
-new results file has the same format and holds the rows that were sent again.
+new results file has the same format and holds the rows that were sent again:
+the chosen ones, and after each the later rows of the same contact that had
+reached the server, so the contact's rows still apply in file order.
 """
 
 from __future__ import annotations
@@ -59,17 +61,36 @@ def retry_source(
     keep = [i for i, name in enumerate(names) if name.casefold() not in _OWN]
     extra_columns = tuple(names[i] for i in keep)
 
-    def selected() -> Iterator[Record]:
+    def results() -> Iterator[Result]:
         for record in read_records(info):
             result = _as_result(record, at, keep)
-            if result is None:
-                continue
-            chosen = needs_retry(result) if outcomes is None else result.outcome in outcomes
-            if chosen:
+            if result is not None:
+                yield result
+
+    def chosen(result: Result) -> bool:
+        return needs_retry(result) if outcomes is None else result.outcome in outcomes
+
+    # A contact's rows apply in file order: when row 5 (open) is sent again, a later row 6
+    # (close) that went through must go again after it, or the contact would end open.
+    first_chosen: dict[str, int] = {}
+    for result in results():
+        if chosen(result):
+            first_chosen.setdefault(result.record.identifier, result.row)
+
+    def selected() -> Iterator[Record]:
+        for result in results():
+            first = first_chosen.get(result.record.identifier)
+            replay = first is not None and result.row > first and _was_sent(result)
+            if chosen(result) or replay:
                 yield result.record
 
     total = sum(1 for _ in selected())
     return Source(info, total, extra_columns, selected)
+
+
+def _was_sent(result: Result) -> bool:
+    """A row that reached the server (so its place in the contact's sequence matters)."""
+    return result.outcome in (Outcome.OK, Outcome.FAILED, Outcome.DEFERRED)
 
 
 def _as_result(record: Record, at: dict[str, int], keep: list[int]) -> Result | None:
@@ -99,6 +120,7 @@ def retry_batch(
     out: str | Path | None = None,
     outcomes: Collection[Outcome] | None = None,
     settings: Settings | None = None,
+    restart: bool = False,
     **options: Unpack[RunOptions],
 ) -> RunSummary:
     """Send again the rows of a results file worth another try; write a new results file."""
@@ -106,4 +128,4 @@ def retry_batch(
     source_path = Path(results_path)
     source = retry_source(source_path, outcomes, settings=settings)
     out_path = Path(out) if out is not None else default_retry_path(source_path)
-    return start_run(source, out=out_path, settings=settings, **options)
+    return start_run(source, out=out_path, settings=settings, restart=restart, **options)

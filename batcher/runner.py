@@ -81,6 +81,7 @@ DUPLICATE = "duplicate of row "
 NOT_SENT_AUTH = "not sent: authentication failed"
 NOT_SENT_INTERRUPTED = "not sent: interrupted"
 NOT_SENT_DEADLINE = "not sent: deadline"
+NOT_SENT_FAILED = "not sent: the run stopped on an error"
 IN_FLIGHT_INTERRUPTED = "interrupted while in flight (the call may have been applied)"
 AUTH_FAILED = "authentication failed: "
 #: Errors that are not final: a resumed run drops these outcomes and sends the rows again.
@@ -118,6 +119,11 @@ def input_source(info: InputInfo) -> Source:
 def default_results_path(input_path: Path) -> Path:
     """``<input stem>.results.csv`` beside the input."""
     return input_path.with_name(f"{input_path.stem}.results.csv")
+
+
+def dry_run_path(input_path: Path) -> Path:
+    """``<input stem>.dry-run.csv``: where a dry run writes, so a real run's results stay."""
+    return input_path.with_name(f"{input_path.stem}.dry-run.csv")
 
 
 class RunOptions(TypedDict, total=False):
@@ -159,7 +165,8 @@ def run_batch(
 
     Args:
         input_path: The input CSV.
-        out: The results file (default ``<input stem>.results.csv`` beside the input).
+        out: The results file (default ``<input stem>.results.csv`` beside the input, or
+            ``<input stem>.dry-run.csv`` for a dry run).
         settings: Run settings (default ``Settings()``).
         dry_run: Read and validate everything, send nothing.
         restart: Discard what an interrupted run of the same results file recorded.
@@ -174,9 +181,10 @@ def run_batch(
     settings = settings or Settings()
     source = Path(input_path)
     info = scan_input(source, encoding=settings.encoding, delimiter=settings.delimiter or None)
+    default = dry_run_path(source) if dry_run else default_results_path(source)
     return start_run(
         input_source(info),
-        out=Path(out) if out is not None else default_results_path(source),
+        out=Path(out) if out is not None else default,
         settings=settings,
         dry_run=dry_run,
         restart=restart,
@@ -198,6 +206,11 @@ def start_run(
     """Run any ``Source`` to a results file (``run_batch`` and ``retry_batch`` share this)."""
     if out.resolve() == source.info.path.resolve():
         raise UsageError(f"the results file {str(out)!r} would overwrite the input")
+    if failed_out is not None and failed_out.resolve() in (
+        out.resolve(),
+        source.info.path.resolve(),
+    ):
+        raise UsageError(f"--failed-out {str(failed_out)!r} would overwrite the input or results")
     for path, what in ((out, "the results file"), (failed_out, "--failed-out")):
         if path is not None and path.is_dir():
             raise UsageError(f"{what} {str(path)!r} is a folder; name a file")
@@ -276,6 +289,7 @@ class _Run:
         #: Jobs whose request is on the wire, by row.
         self.in_flight: dict[int, Job] = {}
         self.interrupted = False
+        self._work_scope: anyio.CancelScope | None = None  # the workers' scope, once running
 
     def open_journal(self, *, restart: bool) -> None:
         """Start a journal, or pick up the one an interrupted run of this job left."""
@@ -340,6 +354,7 @@ class _Run:
         started = self.clock.now()
         self.summary.started_at = _utc_now()
         duplicates = DuplicateFinder()
+        completed = False
         try:
             async with (
                 AelystClient(
@@ -353,15 +368,21 @@ class _Run:
             ):
                 background.start_soon(self._show_progress)
                 async with anyio.create_task_group() as tasks:
+                    self._work_scope = tasks.cancel_scope
                     if handle_signals:
                         background.start_soon(self._watch_signals, tasks.cancel_scope)
                     if self.settings.max_duration and not self.dry_run:
-                        background.start_soon(self._deadline, tasks.cancel_scope)
+                        background.start_soon(self._deadline)
                     tasks.start_soon(self._feed, duplicates)
                     for _ in range(1 if self.dry_run else self.settings.concurrency):
                         tasks.start_soon(self._work, client)
                 background.cancel_scope.cancel()
+            completed = True
         finally:
+            if not completed and not self.summary.stopped:
+                # An error or a cancellation we did not ask for: the rows it left without an
+                # outcome are "not sent", the journal is kept, and the same command resumes.
+                self.summary.stopped = NOT_SENT_FAILED
             duplicates.close()
             self.progress.close()
             self._finish_run(started)
@@ -558,6 +579,11 @@ class _Run:
             return
         self.progress.note(note)
         self.summary.stopped = reason
+        # Requests in flight get GRACE seconds; a worker waiting for its turn (after a 429,
+        # up to Retry-After) is not waited for.
+        if self._work_scope is not None:
+            scope = self._work_scope
+            scope.deadline = min(scope.deadline, anyio.current_time() + GRACE)
         for job in self.queue.stop():
             self._record(self._result(job, Outcome.SKIPPED, error=reason))
 
@@ -575,9 +601,8 @@ class _Run:
                     f"interrupted: no new rows; requests in flight get {GRACE:.0f} s "
                     "(interrupt again to stop now)",
                 )
-                work.deadline = min(work.deadline, anyio.current_time() + GRACE)
 
-    async def _deadline(self, work: anyio.CancelScope) -> None:
+    async def _deadline(self) -> None:
         """At --max-duration: stop taking rows, as on SIGTERM, and end with exit 1."""
         await anyio.sleep(self.settings.max_duration)
         self._stop(
@@ -585,7 +610,6 @@ class _Run:
             f"deadline ({self.settings.max_duration:.0f} s) reached: no new rows; "
             f"requests in flight get {GRACE:.0f} s",
         )
-        work.deadline = min(work.deadline, anyio.current_time() + GRACE)
 
     def _record_unsent(self) -> None:
         """After a stop, give every row still without an outcome one: not sent."""

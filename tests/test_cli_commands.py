@@ -160,3 +160,23 @@ def test_simulate_bad_flag_value_exits_2(cli: Cli) -> None:
     result = cli("simulate", "--error-rate", "2")
     assert result.code == 2
     assert "error_rate" in result.err
+
+
+def test_retry_replays_later_rows_of_the_same_contact_in_file_order(
+    tmp_path: Path, cli: Cli, simulator: Sim, token_env: str, fast: Path
+) -> None:
+    """Row 1 (open) deferred, row 2 (close) ok for the same contact: retry sends both, in file
+    order, so the contact ends closed as the file says, not open."""
+    results = tmp_path / "in.results.csv"
+    with results.open("w", encoding="utf-8") as file:
+        file.write(
+            "row,identifier,status,category,summary,outcome,http_status,contact_id,attempts,error,"
+            "ticket\n1,id:7,open,,,deferred,449,,6,still in queue,T-1\n"
+            "2,id:7,close,,,ok,200,7,1,,T-2\n"
+        )
+    sim = simulator()
+    result = cli("retry", results, "--base-url", sim.base_url, "--config", fast)
+    assert result.code == 0, result.err
+    assert [r.body for r in sim.simulator.requests] == [{"status": "open"}, {"status": "close"}]
+    assert sim.simulator.statuses["id:7"] == "closed"
+    assert [r["row"] for r in read_results(tmp_path / "in.results.retry.csv")] == ["1", "2"]

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import anyio
+import httpx
 import pytest
 
+from batcher import AuthenticationFailed, Outcome, Settings, run_batch
 from batcher.lock import RunLock
 from batcher.models import RESULT_COLUMNS
+from batcher.progress import NullProgress
 from batcher.simulator import RunningSimulator
 from tests.conftest import TOKEN, CliRun, read_results, write_csv
 
@@ -293,7 +298,9 @@ def test_dry_run_sends_nothing_and_prints_requests(
     assert expected in result.out
     assert '{"status":"close","category":"Spam","summary":"bot"}' in result.out
     assert '{"status":"open"}' in result.out
-    got = read_results(tmp_path / "in.results.csv")
+    # A dry run writes beside the real results, never over them.
+    assert not (tmp_path / "in.results.csv").exists()
+    got = read_results(tmp_path / "in.dry-run.csv")
     assert [(r["outcome"], r["error"][:18]) for r in got[:2]] == [
         ("skipped", "dry run: not sent"),
         ("skipped", "dry run: not sent"),
@@ -404,3 +411,99 @@ def test_extra_column_named_like_a_results_column_exits_2(
     assert result.code == 2
     assert repr(name.strip()) in result.err
     assert "rename" in result.err
+
+
+def test_a_401_while_others_wait_out_a_429_ends_the_run_promptly(tmp_path: Path) -> None:
+    """A 401 stops the run within the grace period, even while workers wait out a long 429."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        identifier = request.url.raw_path.decode().split("/")[3]
+        if identifier == "id:1":  # every worker not yet sending now waits 60 s for its turn
+            await anyio.sleep(0.05)
+            return httpx.Response(429, json={"code": 429, "message": "Too Many Requests"},
+                                  headers={"Retry-After": "60"})  # fmt: skip
+        await anyio.sleep(0.2)  # id:2 was on the wire when the 429 came
+        return httpx.Response(401, json={"code": 401, "message": "UN_AUTHORIZED"})
+
+    source = write_csv(tmp_path / "in.csv", HEADER, ids(20, start=1))
+    settings = Settings(base_url="http://127.0.0.1:9/v1", start_rate=1000.0)
+    started = time.monotonic()
+    with pytest.raises(AuthenticationFailed):
+        run_batch(
+            source, settings=settings, token="test-token-1", transport=httpx.MockTransport(handler)
+        )
+    assert time.monotonic() - started < 15  # not the 60 s of Retry-After
+    got = read_results(tmp_path / "in.results.csv")
+    assert [int(r["row"]) for r in got] == list(range(1, 21))
+    assert got[0]["outcome"] == "skipped"  # the 429'd row was waiting, not answered
+
+
+def test_an_unexpected_error_keeps_the_journal_and_every_row(tmp_path: Path) -> None:
+    """If the run dies of an error it did not expect, every row still has an outcome, rows not
+    sent say so, and the journal stays so that the same command resumes."""
+
+    class Exploding(NullProgress):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen = 0
+
+        def advance(self, outcome: Outcome) -> None:
+            self.seen += 1
+            if self.seen == 5:
+                raise RuntimeError("the progress display broke")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"contactId": 1})
+
+    source = write_csv(tmp_path / "in.csv", HEADER, ids(50, start=1))
+    settings = Settings(base_url="http://127.0.0.1:9/v1", start_rate=1000.0)
+    with pytest.raises(ExceptionGroup) as raised:
+        run_batch(source, settings=settings, token="test-token-1", progress=Exploding(),
+                  transport=httpx.MockTransport(handler))  # fmt: skip
+    assert raised.group_contains(RuntimeError, match="progress display broke", depth=None)
+    got = read_results(tmp_path / "in.results.csv")
+    assert [int(r["row"]) for r in got] == list(range(1, 51))
+    not_sent = [r for r in got if r["outcome"] == "skipped"]
+    assert not_sent
+    assert all(
+        r["error"].startswith(("not sent:", "interrupted while in flight")) for r in not_sent
+    )
+    assert (tmp_path / "in.results.csv.journal").exists()
+
+
+def test_a_transport_that_raises_anything_is_a_row_outcome(tmp_path: Path) -> None:
+    """An exception from the HTTP layer that is not an httpx error fails that row, not the run."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if "id:3" in str(request.url):
+            raise RuntimeError("something odd in the transport")
+        return httpx.Response(200, json={"contactId": 1})
+
+    source = write_csv(tmp_path / "in.csv", HEADER, ids(5, start=1))
+    settings = Settings(base_url="http://127.0.0.1:9/v1", start_rate=1000.0, max_attempts=2,
+                        backoff_base=0.01)  # fmt: skip
+    summary = run_batch(source, settings=settings, token="test-token-1",
+                        transport=httpx.MockTransport(handler))  # fmt: skip
+    assert summary.outcomes[Outcome.OK] == 4
+    got = read_results(tmp_path / "in.results.csv")
+    assert got[2]["outcome"] == "failed"
+    assert "RuntimeError: something odd in the transport" in got[2]["error"]
+
+
+@pytest.mark.parametrize("flag", ["--log-file", "--summary-json"])
+def test_an_unwritable_output_file_exits_2(tmp_path: Path, cli: Cli, flag: str) -> None:
+    """A --log-file or --summary-json in a folder that does not exist: exit 2, no traceback."""
+    source = write_csv(tmp_path / "in.csv", HEADER, ids(1))
+    result = cli("run", source, "--dry-run", flag, tmp_path / "nope" / "x")
+    assert result.code == 2
+    assert "Traceback" not in result.err
+    assert "nope" in result.err
+
+
+def test_failed_out_may_not_overwrite_the_input(tmp_path: Path, cli: Cli) -> None:
+    """--failed-out naming the input file: exit 2, the input untouched."""
+    source = write_csv(tmp_path / "in.csv", HEADER, ids(2))
+    before = source.read_bytes()
+    result = cli("run", source, "--dry-run", "--failed-out", source)
+    assert result.code == 2
+    assert source.read_bytes() == before

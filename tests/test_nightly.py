@@ -144,7 +144,7 @@ def test_summary_json_on_a_run_that_cannot_start(tmp_path: Path, cli: Cli) -> No
     assert "missing.csv" in data["error"]
 
 
-@pytest.mark.parametrize("text", ["45x", "m", "-5"])
+@pytest.mark.parametrize("text", ["45x", "m", "-5", "1h30"])
 def test_bad_max_duration_exits_2(tmp_path: Path, cli: Cli, text: str) -> None:
     """A --max-duration that is not a duration: exit 2 naming the value."""
     source = write_csv(tmp_path / "in.csv", HEADER, [["id:1", "open"]])
