@@ -50,6 +50,8 @@ from batcher.models import Answer, AnswerKind
 _RECHECK = 0.05
 #: A CPU share (of one core) at which this process counts as saturated.
 _CPU_SATURATED = 0.9
+#: A CPU share under which the cap is lifted again.
+_CPU_ROOM = 0.5
 #: Requests in flight while it is (see Pacer._cap_in_flight).
 _SATURATED_IN_FLIGHT = 16
 #: Most a late wake-up may still use of its missed turn (seconds). The event loop wakes
@@ -266,9 +268,15 @@ class Pacer:
         room again (a slow API, a lower pace), the cap goes.
         """
         cpu = self._cpu_time()
-        busy = (cpu - self._period_cpu) / elapsed >= _CPU_SATURATED
+        share = (cpu - self._period_cpu) / elapsed
         self._period_cpu = cpu
-        self.in_flight_cap = _SATURATED_IN_FLIGHT if busy else math.inf
+        # Hysteresis: capped, the CPU works a little less; lifting the cap at once would
+        # pile the requests back into the pool (measured: 451 rows/s at 32 connections
+        # against 546 at 16 when the cap went on and off every window).
+        if share >= _CPU_SATURATED:
+            self.in_flight_cap = _SATURATED_IN_FLIGHT
+        elif share < _CPU_ROOM:
+            self.in_flight_cap = math.inf
         self._released.set()  # a lifted cap lets waiting acquirers go
         self._released = anyio.Event()
 
