@@ -115,7 +115,7 @@ def limiters(rate: int) -> list[tuple[str, Acquire]]:
     return [
         (f"(a) AsyncLimiter({rate}, 1)", bucket_acquire),
         (f"(b) AsyncLimiter(1, 1/{rate})", single_acquire),
-        (f"(c) Pacer(start_rate={rate}, ceiling={rate})", pacer_acquire),
+        (f"(c) Pacer(start_rate={rate})", pacer_acquire),
     ]
 
 
