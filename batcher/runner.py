@@ -489,7 +489,6 @@ class _Run:
             del self.in_flight[job.request.row]
             job.attempts += 1
             job.last_status = answer.http_status
-            job.last_error = answer.error
             self.summary.count_answer(answer.http_status)
             self.attempt_log.attempt(
                 Attempt(

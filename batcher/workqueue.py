@@ -20,7 +20,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import count
 
 import anyio
@@ -39,7 +39,6 @@ class Job:
         requeues: 449 answers so far, counted against max-requeues.
         throttled: 429 answers so far (never counted as failures).
         last_status: The last HTTP status answered, if any.
-        last_error: The last error text, if any.
     """
 
     request: Request
@@ -48,9 +47,6 @@ class Job:
     requeues: int = 0
     throttled: int = 0
     last_status: int | None = None
-    last_error: str = ""
-    #: When it went into the set-aside heap (for the progress line).
-    set_aside_at: float = field(default=0.0)
 
     @property
     def contact(self) -> str:
@@ -148,8 +144,7 @@ class WorkQueue:
         if self._stopped:
             self._notify()
             return False
-        job.set_aside_at = anyio.current_time()
-        heapq.heappush(self._delayed, (job.set_aside_at + delay, next(self._seq), job))
+        heapq.heappush(self._delayed, (anyio.current_time() + delay, next(self._seq), job))
         self._notify()
         return True
 
