@@ -25,8 +25,9 @@ What it learns from answers:
 * Without usable headers (missing, zero, negative, not a number) the pace
   climbs: doubling per clean window until the first 429, then 10 % a window,
   and only while the pace is what holds the run back.
-* While this process's CPU is saturated, at most 16 requests are in flight:
-  beyond that httpx's pool makes every request dearer (``_cap_in_flight``).
+* At most 16 requests are in flight until a window shows more are needed and
+  the CPU has room: on a saturated CPU, beyond that httpx's pool makes every
+  request dearer (``_cap_in_flight``).
 * 429: one pause for every worker until ``Retry-After`` has passed, and the
   pace drops; it climbs back after clean windows.
 
@@ -52,8 +53,10 @@ _RECHECK = 0.05
 _CPU_SATURATED = 0.9
 #: A CPU share under which the cap is lifted again.
 _CPU_ROOM = 0.5
-#: Requests in flight while it is (see Pacer._cap_in_flight).
-_SATURATED_IN_FLIGHT = 16
+#: Requests in flight until more are shown to be needed (see Pacer._cap_in_flight).
+_CAPPED_IN_FLIGHT = 16
+#: How much the in-flight cap grows after a window that showed the need.
+_CAP_GROWTH = 1.5
 #: Most a late wake-up may still use of its missed turn (seconds). The event loop wakes
 #: sleepers with about 1 ms of resolution: at 640/s (1.6 ms a turn) a smaller allowance
 #: lost most of each turn to lateness, and the run went at 384/s.
@@ -116,11 +119,12 @@ class Pacer:
         self._period_sends = 0
         self._period_clean = True
         self._period_cpu = cpu_time()
-        #: Requests let go and not yet answered.
-        self.outstanding = 0
-        #: Most requests in flight at once (lowered while this process's CPU is saturated).
-        self.in_flight_cap = math.inf
-        self._released = anyio.Event()
+        # One token per request let go and not yet answered. The limiter queues the waiters
+        # and wakes one per token freed (an event set on each answer woke all of them: 48
+        # tasks per answer at 64 workers under a cap of 16).
+        self._in_flight = anyio.CapacityLimiter(_CAPPED_IN_FLIGHT)
+        self._borrowers: list[object] = []  # tokens are alike: any one is given back
+        self._period_capped = False  # the cap held a request back this window
         self._apply_rate(config.start_rate)
 
     @property
@@ -144,9 +148,15 @@ class Pacer:
         try:
             if per_path:
                 self._contact_next[contact] = math.inf  # taken: a second acquire for it waits
-            while self.outstanding >= self.in_flight_cap:
-                await self._released.wait()
-            self.outstanding += 1  # counted now, so one release lets one waiter through
+            borrower = object()
+            try:
+                self._in_flight.acquire_on_behalf_of_nowait(borrower)
+            except anyio.WouldBlock:
+                # With nobody waiting for a turn, every token is on the wire: the cap, not
+                # the pace, is what holds this request back.
+                self._period_capped = self._period_capped or not self._waiting
+                await self._in_flight.acquire_on_behalf_of(borrower)
+            self._borrowers.append(borrower)
             reserved = True
             self._waiting.append(turn)
             if self._waiting[0] is turn:
@@ -179,11 +189,20 @@ class Pacer:
             slot = now
         return max(slot, self._paused_until)
 
+    @property
+    def outstanding(self) -> int:
+        """Requests let go and not yet answered."""
+        return self._in_flight.borrowed_tokens
+
+    @property
+    def in_flight_cap(self) -> float:
+        """Most requests in flight at once (see ``_cap_in_flight``)."""
+        return self._in_flight.total_tokens
+
     def release(self) -> None:
         """A request let go by ``acquire`` is off the wire (answered, or never sent)."""
-        self.outstanding = max(0, self.outstanding - 1)
-        self._released.set()
-        self._released = anyio.Event()
+        if self._borrowers:
+            self._in_flight.release_on_behalf_of(self._borrowers.pop())
 
     def observe(self, contact: str, answer: Answer) -> None:
         """Learn from one answer: its rate headers, a 429, or a clean stretch."""
@@ -259,26 +278,30 @@ class Pacer:
         self._contact_next = {c: t for c, t in self._contact_next.items() if t >= now}
 
     def _cap_in_flight(self, elapsed: float) -> None:
-        """While this process's CPU is saturated, keep at most 16 requests in flight.
+        """Keep at most 16 requests in flight, more only while they are needed and affordable.
 
-        httpx's pool bookkeeping grows with the busy pool: on a saturated CPU, past
-        about 16 busy connections each request costs more, and throughput falls
-        (measured with 20 ms of latency: 464 rows/s at 16 connections, 298 at 32, 221
-        at 64). More requests in flight cannot help a saturated CPU anyway; when it has
-        room again (a slow API, a lower pace), the cap goes.
+        httpx's pool bookkeeping grows with the pool: on a saturated CPU, past about 16
+        busy connections each request costs more, and throughput falls (measured with 20 ms
+        of latency: 464 rows/s at 16 connections, 298 at 32, 221 at 64). So the cap starts
+        at 16. It grows by half after a window in which it held back a request while every
+        token was on the wire (not waiting for its turn) and this process used under half a
+        core: a slow API needs more requests in flight. It drops back to 16 when the CPU is
+        saturated (at least 90 % of a core); between the two it stays, since lifting it at
+        once piled the requests back into the pool.
+
+        The cap used to start unlimited and engage after a saturated window: the climbing
+        pace then put 64 requests in flight for a window, and the 48 extra connections sat
+        in the pool for httpx's 5 s keep-alive (2 % fewer rows/s at 64 workers than at 16).
         """
         cpu = self._cpu_time()
         share = (cpu - self._period_cpu) / elapsed
         self._period_cpu = cpu
-        # Hysteresis: capped, the CPU works a little less; lifting the cap at once would
-        # pile the requests back into the pool (measured: 451 rows/s at 32 connections
-        # against 546 at 16 when the cap went on and off every window).
         if share >= _CPU_SATURATED:
-            self.in_flight_cap = _SATURATED_IN_FLIGHT
-        elif share < _CPU_ROOM:
-            self.in_flight_cap = math.inf
-        self._released.set()  # a lifted cap lets waiting acquirers go
-        self._released = anyio.Event()
+            self._in_flight.total_tokens = _CAPPED_IN_FLIGHT
+        elif share < _CPU_ROOM and self._period_capped:
+            # Raising it lets waiting acquirers go.
+            self._in_flight.total_tokens = math.ceil(self.in_flight_cap * _CAP_GROWTH)
+        self._period_capped = False
 
     def _apply_rate(self, rate: float) -> None:
         ceiling = self._config.ceiling

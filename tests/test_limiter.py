@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import heapq
-import math
 from collections.abc import Callable, Coroutine
 from functools import partial
 from itertools import count, pairwise
@@ -102,7 +101,8 @@ def acquirer(
     rounds: int,
     answer: Answer | None = None,
 ) -> Task:
-    """A worker that acquires ``rounds`` times, noting when, and reports ``answer`` if given."""
+    """A worker that acquires ``rounds`` times, noting when, and reports ``answer`` (or
+    releases its turn unanswered: every acquire is followed by one or the other)."""
 
     async def work() -> None:
         for _ in range(rounds):
@@ -110,6 +110,8 @@ def acquirer(
             times.append(clock.now())
             if answer is not None:
                 pacer.observe(contact, answer)
+            else:
+                pacer.release()
 
     return work
 
@@ -232,6 +234,7 @@ async def test_per_path_budget_limits_each_contact() -> None:
         for n in range(10):
             await pacer.acquire(f"id:{worker}-{n}")
             others.append(clock.now())
+            pacer.release()
 
     # One worker per contact at a time, as the work queue hands rows out.
     work = [acquirer(pacer, clock, "id:busy", busy, rounds=15)]
@@ -256,6 +259,7 @@ async def test_per_path_budget_holds_for_concurrent_acquires_of_one_contact() ->
     async def many_contacts(worker: int) -> None:
         for n in range(30):
             await pacer.acquire(f"id:{worker}-{n}")  # keeps every run slot taken
+            pacer.release()
 
     work = [acquirer(pacer, clock, "id:busy", busy, rounds=5) for _ in range(3)]
     work += [partial(many_contacts, worker) for worker in range(6)]
@@ -472,6 +476,7 @@ async def test_no_second_window_holds_more_than_the_ceiling() -> None:
                 await pacer.acquire(contact)
                 times.append(clock.now())
                 await clock.sleep(0.004 if n % 3 else 0.0)  # uneven work between requests
+                pacer.release()
 
         return work
 
@@ -481,42 +486,77 @@ async def test_no_second_window_holds_more_than_the_ceiling() -> None:
 
 
 @pytest.mark.anyio
-async def test_saturated_cpu_caps_requests_in_flight_at_16() -> None:
-    """While the process's CPU is saturated, a 17th request waits for an answer; once the CPU
-    has room again, the cap goes."""
+async def test_in_flight_cap_goes_only_when_it_holds_requests_back_with_cpu_to_spare() -> None:
+    """At most 16 requests are in flight from the start. An idle CPU alone does not raise the
+    cap; a window in which the cap held a request back while the CPU had room raises it by
+    half; a saturated CPU brings it back to 16."""
     clock = FakeClock()
     cpu = [0.0]
     pacer = Pacer(PacingConfig(start_rate=1000.0), clock, cpu_time=lambda: cpu[0])
-    sent: list[float] = []
-    await run_tasks(clock, acquirer(pacer, clock, "c0", sent, rounds=17))
-    assert pacer.outstanding == 17  # no cap yet
+
+    async def hold(count: int, prefix: str) -> None:
+        for n in range(count):
+            await pacer.acquire(f"{prefix}{n}")  # sent, not yet answered
+
+    async def idle_second() -> None:
+        await clock.sleep(1.0)
+        await hold(1, "x")
+        pacer.observe("x0", OK)  # a window with no CPU used and no request held back
+
+    await run_tasks(clock, partial(hold, 15, "a"), idle_second)
+    assert pacer.in_flight_cap == 16  # the CPU was idle, but 16 were enough
+    await run_tasks(clock, partial(hold, 1, "z"))
+    assert pacer.outstanding == 16
+
+    went: list[float] = []
+
+    async def seventeenth() -> None:
+        await pacer.acquire("b0")
+        went.append(clock.now())
+
+    async def answer_later() -> None:
+        await clock.sleep(1.0)
+        assert went == []  # 16 in flight: the 17th waits
+        pacer.observe("a0", OK)  # a window in which the cap held one back, CPU idle
+
+    start = clock.now()
+    await run_tasks(clock, seventeenth, answer_later)
+    assert went[0] - start >= 1.0 - EPSILON
+    assert pacer.in_flight_cap == 24
+    await run_tasks(clock, partial(hold, 4, "c"))
+    assert pacer.outstanding == 20  # past 16 without waiting
 
     async def busy_second() -> None:
         await clock.sleep(1.0)
         cpu[0] += 1.0  # a whole second of CPU in one second of wall time: saturated
-        pacer.observe("c0", OK)
+        pacer.observe("a1", OK)
 
     await run_tasks(clock, busy_second)
     assert pacer.in_flight_cap == 16
-    assert pacer.outstanding == 16
-    waited: list[float] = []
+    assert pacer.outstanding == 19
+    went.clear()
 
-    async def seventeenth() -> None:
-        await pacer.acquire("c1")
-        waited.append(clock.now())
-
-    async def answer_later() -> None:
-        await clock.sleep(0.5)
-        assert waited == []  # 16 in flight: the 17th waits
-        pacer.observe("c0", OK)
+    async def answers_one_by_one() -> None:
+        for n in range(2, 6):
+            await clock.sleep(0.25)
+            assert went == []  # still 16 or more in flight
+            pacer.observe(f"a{n}", OK)
 
     start = clock.now()
-    await run_tasks(clock, seventeenth, answer_later)
-    assert waited[0] - start >= 0.5
+    await run_tasks(clock, seventeenth, answers_one_by_one)
+    assert went[0] - start >= 1.0 - EPSILON  # four answers: 19 -> 15 in flight
+    assert pacer.outstanding == 16
 
-    async def idle_second() -> None:
-        await clock.sleep(1.0)
-        pacer.observe("c0", OK)  # a second with no CPU at all
 
-    await run_tasks(clock, idle_second)
-    assert pacer.in_flight_cap == math.inf
+@pytest.mark.anyio
+async def test_requests_waiting_for_the_pace_do_not_raise_the_in_flight_cap() -> None:
+    """40 workers at 5/s: most wait for the cap, but only because the 16 holding it wait for
+    their turn. The pace holds the run back, not the cap, so the cap stays."""
+    clock = FakeClock()
+    pacer = Pacer(PacingConfig(start_rate=5.0), clock, cpu_time=lambda: 0.0)
+    times: list[float] = []
+    work = [acquirer(pacer, clock, f"c{i}", times, rounds=1, answer=OK) for i in range(40)]
+    await run_tasks(clock, *work)
+    assert len(times) == 40
+    assert clock.now() > 3.0  # several windows passed, each with an idle CPU
+    assert pacer.in_flight_cap == 16
