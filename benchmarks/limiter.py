@@ -32,6 +32,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from windows import max_in_window
+
 from batcher.clock import SystemClock
 from batcher.limiter import Pacer, PacingConfig
 
@@ -54,18 +56,6 @@ class Measured:
     @property
     def ratio(self) -> float:
         return self.acquired / SECONDS / self.rate
-
-
-def max_in_window(times: Sequence[float], width: float = 1.0) -> int:
-    """The most of ``times`` (sorted) in any half-open window [t, t + width)."""
-    best = 0
-    j = 0
-    for i, start in enumerate(times):
-        j = max(j, i)
-        while j < len(times) and times[j] < start + width:
-            j += 1
-        best = max(best, j - i)
-    return best
 
 
 async def measure(rate: int, name: str, acquire: Acquire) -> Measured:

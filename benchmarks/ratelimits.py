@@ -47,6 +47,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
 
+from windows import max_in_window
+
 TOKEN = "bench-token"  # noqa: S105 - the simulator accepts any bearer token
 FIRST_ID = 100_000
 #: Seconds the simulator gets to print its URL, and to stop after SIGTERM.
@@ -224,18 +226,6 @@ def run_batcher(
 
 
 # -- reading what happened ----------------------------------------------------------------------
-
-
-def max_in_window(times: Sequence[float], width: float = 1.0) -> int:
-    """The most of ``times`` (sorted) in any half-open window [t, t + width)."""
-    best = 0
-    j = 0
-    for i, start in enumerate(times):
-        j = max(j, i)
-        while j < len(times) and times[j] < start + width:
-            j += 1
-        best = max(best, j - i)
-    return best
 
 
 def per_second(times: Sequence[float], origin: float, seconds: int) -> list[int]:
