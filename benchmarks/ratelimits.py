@@ -128,6 +128,10 @@ class CaseResult:
     checks: list[Check] = field(default_factory=list)
 
 
+#: What running one case gives: its runs, and its figures against their bounds.
+CaseRuns = tuple[list[RunStats], list[Check]]
+
+
 # -- running the two processes ------------------------------------------------------------------
 
 
@@ -367,8 +371,8 @@ def all_ok_check(case: str, s: RunStats) -> Check:
     )
 
 
-def shared_limit(case: str, limit: int) -> Callable[[float], tuple[list[RunStats], list[Check]]]:
-    def run(seconds: float) -> tuple[list[RunStats], list[Check]]:
+def shared_limit(case: str, limit: int) -> Callable[[float], CaseRuns]:
+    def run(seconds: float) -> CaseRuns:
         sim = ["--shared-limit", str(limit)]
         s = measure(case, rows_for(limit, seconds), limit, sim=sim, seconds=seconds)
         return [s], rate_checks(case, s, limit)
@@ -376,13 +380,13 @@ def shared_limit(case: str, limit: int) -> Callable[[float], tuple[list[RunStats
     return run
 
 
-def case_2(seconds: float) -> tuple[list[RunStats], list[Check]]:
+def case_2(seconds: float) -> CaseRuns:
     sim, run = ["--path-limit", "5"], ["--rate", "50"]
     s = measure("2", rows_for(50, seconds), 50, sim=sim, run=run, seconds=seconds)
     return [s], rate_checks("2", s, 50)
 
 
-def case_3(seconds: float, queue_hold: float = 2.0) -> tuple[list[RunStats], list[Check]]:
+def case_3(seconds: float, queue_hold: float = 2.0) -> CaseRuns:
     rows = rows_for(20, seconds)
     sim, run = ["--shared-limit", "20"], ["--requeue-delay", "1"]
     base = measure("3-no-449", rows, 20, sim=sim, run=run, seconds=seconds)
@@ -414,13 +418,13 @@ def case_3(seconds: float, queue_hold: float = 2.0) -> tuple[list[RunStats], lis
     return [base, held], [all_ok_check("3", held), duration, controlled]
 
 
-def case_4(seconds: float) -> tuple[list[RunStats], list[Check]]:
+def case_4(seconds: float) -> CaseRuns:
     sim = ["--shared-limit", "20", "--error-rate", "0.05", "--drop-rate", "0.02"]
     s = measure("4", rows_for(20, seconds), 20, sim=sim, seconds=seconds)
     return [s], [all_ok_check("4", s)]
 
 
-def case_5(seconds: float) -> tuple[list[RunStats], list[Check]]:
+def case_5(seconds: float) -> CaseRuns:
     ceiling = 50
     sim, run = ["--rate-headers", "zero"], ["--rate", str(ceiling)]
     s = measure("5", rows_for(ceiling, seconds), ceiling, sim=sim, run=run, seconds=seconds)
@@ -460,14 +464,19 @@ def case_5(seconds: float) -> tuple[list[RunStats], list[Check]]:
     ]
 
 
-CASES: dict[str, tuple[str, Callable[[float], tuple[list[RunStats], list[Check]]]]] = {
-    "1a": ("shared fixed-window limit 20/s, no --rate", shared_limit("1a", 20)),
-    "1b": ("shared fixed-window limit 100/s, no --rate", shared_limit("1b", 100)),
-    "2": ("per-path limit 5/s, --rate 50", case_2),
-    "3": ("10% of contacts in 449 for 2 s, --requeue-delay 1, shared 20/s", case_3),
-    "4": ("5% 500s, 2% dropped connections, shared 20/s", case_4),
-    "5": ("X-RateLimit-Limit: 0 on every answer, no limit, --rate 50", case_5),
-}
+def cases(queue_hold: float = 2.0) -> dict[str, tuple[str, Callable[[float], CaseRuns]]]:
+    """Every case by name: its title and how to run it (case 3 with ``queue_hold``)."""
+    return {
+        "1a": ("shared fixed-window limit 20/s, no --rate", shared_limit("1a", 20)),
+        "1b": ("shared fixed-window limit 100/s, no --rate", shared_limit("1b", 100)),
+        "2": ("per-path limit 5/s, --rate 50", case_2),
+        "3": (
+            f"10% of contacts in 449 for {queue_hold:g} s, --requeue-delay 1, shared 20/s",
+            partial(case_3, queue_hold=queue_hold),
+        ),
+        "4": ("5% 500s, 2% dropped connections, shared 20/s", case_4),
+        "5": ("X-RateLimit-Limit: 0 on every answer, no limit, --rate 50", case_5),
+    }
 
 
 def table(checks: Sequence[Check]) -> str:
@@ -487,7 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=20.0,
         help="how long each run lasts at the allowed rate (default 20)",
     )
-    parser.add_argument("--only", choices=sorted(CASES), help="run only this case")
+    parser.add_argument("--only", choices=sorted(cases()), help="run only this case")
     parser.add_argument(
         "--queue-hold",
         type=float,
@@ -502,10 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[CaseResult] = []
     started = time.monotonic()
     try:
-        cases = dict(CASES)
-        title_3 = CASES["3"][0].replace("for 2 s", f"for {args.queue_hold:g} s")
-        cases["3"] = (title_3, partial(case_3, queue_hold=args.queue_hold))
-        for name, (title, run) in cases.items():
+        for name, (title, run) in cases(args.queue_hold).items():
             if args.only and name != args.only:
                 continue
             print(f"case {name}: {title}", flush=True)
