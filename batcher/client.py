@@ -16,6 +16,7 @@ from urllib.parse import quote
 import httpx
 
 from batcher.models import Answer, AnswerKind, Request, Secret
+from batcher.policy import classify_status
 
 #: How much of an answer's body batcher reads; the rest is dropped (a huge answer is an error).
 MAX_BODY = 64 * 1024
@@ -140,22 +141,9 @@ def _transport_error(exc: httpx.HTTPError) -> Answer:
     return Answer(AnswerKind.RETRYABLE, None, error=error[:ERROR_EXCERPT])
 
 
-_KIND_BY_STATUS = {
-    200: AnswerKind.OK,
-    401: AnswerKind.AUTH,
-    429: AnswerKind.RATE_LIMITED,
-    449: AnswerKind.QUEUED,
-}
-
-
 def _classify(response: httpx.Response, body: bytes) -> Answer:
     status = response.status_code
-    if status in _KIND_BY_STATUS:
-        kind = _KIND_BY_STATUS[status]
-    elif status >= 500:
-        kind = AnswerKind.RETRYABLE
-    else:
-        kind = AnswerKind.REFUSED
+    kind = classify_status(status)
     parsed = _json_object(body)
     contact_id = None
     if kind is AnswerKind.OK:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from batcher.models import Outcome, Record, Result
+from batcher.models import Outcome, Reason, Record, Result
+from batcher.policy import recover_reason
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -32,7 +33,8 @@ CREATE TABLE IF NOT EXISTS results (
     contact_id INTEGER,
     attempts INTEGER NOT NULL,
     error TEXT NOT NULL,
-    extras TEXT NOT NULL
+    extras TEXT NOT NULL,
+    reason TEXT NOT NULL
 );
 """
 
@@ -54,6 +56,18 @@ class Journal:
         # killed (what the journal is for), though not a power cut.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._add_reasons()
+
+    def _add_reasons(self) -> None:
+        """A journal written before reasons were stored gets its ``reason`` column."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
+        if "reason" in columns:
+            return
+        self._db.execute("ALTER TABLE results ADD COLUMN reason TEXT NOT NULL DEFAULT ''")
+        query = "SELECT row, outcome, http_status, error FROM results"
+        for row, outcome, http_status, error in self._db.execute(query).fetchall():
+            reason = recover_reason(Outcome(outcome), http_status, error)
+            self._db.execute("UPDATE results SET reason = ? WHERE row = ?", (reason.value, row))
 
     def close(self) -> None:
         self._db.close()
@@ -75,7 +89,9 @@ class Journal:
         """Store one row's final outcome, durably, before returning."""
         record = result.record
         self._db.execute(
-            "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO results (row, identifier, status, category, summary,"
+            " outcome, http_status, contact_id, attempts, error, extras, reason)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.row,
                 record.identifier,
@@ -88,17 +104,17 @@ class Journal:
                 result.attempts,
                 result.error,
                 json.dumps(record.extras, ensure_ascii=False),
+                result.reason.value,
             ),
         )
 
-    def forget(self, error_prefixes: tuple[str, ...]) -> int:
-        """Drop outcomes that are not final (rows a stopped run did not get answered)."""
+    def forget(self, keep: Callable[[Reason], bool]) -> int:
+        """Drop the outcomes whose reason ``keep`` rejects; return how many were dropped."""
         dropped = 0
-        for prefix in error_prefixes:
-            cursor = self._db.execute(
-                "DELETE FROM results WHERE substr(error, 1, ?) = ?", (len(prefix), prefix)
-            )
-            dropped += cursor.rowcount
+        for (reason,) in self._db.execute("SELECT DISTINCT reason FROM results").fetchall():
+            if not keep(Reason(reason)):
+                cursor = self._db.execute("DELETE FROM results WHERE reason = ?", (reason,))
+                dropped += cursor.rowcount
         return dropped
 
     def outcome_counts(self) -> dict[Outcome, int]:
@@ -108,10 +124,12 @@ class Journal:
             counts[Outcome(outcome)] = int(n)
         return counts
 
-    def count_errors(self, prefix: str) -> int:
-        """Recorded rows whose error starts with ``prefix``."""
-        query = "SELECT count(*) FROM results WHERE substr(error, 1, ?) = ?"
-        return int(self._db.execute(query, (len(prefix), prefix)).fetchone()[0])
+    def reason_counts(self) -> dict[Reason, int]:
+        """Recorded rows per reason."""
+        counts = dict.fromkeys(Reason, 0)
+        for reason, n in self._db.execute("SELECT reason, count(*) FROM results GROUP BY 1"):
+            counts[Reason(reason)] = int(n)
+        return counts
 
     def __len__(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM results").fetchone()[0])
@@ -125,7 +143,7 @@ class Journal:
         """Every recorded outcome, in row order, streamed."""
         cursor = self._db.execute(
             "SELECT row, identifier, status, category, summary, outcome, http_status,"
-            " contact_id, attempts, error, extras FROM results ORDER BY row"
+            " contact_id, attempts, error, extras, reason FROM results ORDER BY row"
         )
         for (
             row,
@@ -139,6 +157,7 @@ class Journal:
             attempts,
             error,
             extras,
+            reason,
         ) in cursor:
             record = Record(row, ident, status, category, summary, tuple(json.loads(extras)))
-            yield Result(record, Outcome(outcome), http, cid, attempts, error)
+            yield Result(record, Outcome(outcome), http, cid, attempts, error, Reason(reason))

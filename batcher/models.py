@@ -25,6 +25,56 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"
 
 
+class Reason(StrEnum):
+    """Why a row has its outcome: machine-readable, stored in the journal's ``reason`` column.
+
+    Resume, ``batcher retry``'s default selection and every count read this code, never the
+    human ``error`` text (which ``TEXTS`` and the policy compose and nobody parses).
+    """
+
+    #: ok: the server answered 200.
+    SENT = "sent"
+    #: invalid: the row breaks a rule of the API; never sent.
+    INVALID = "invalid"
+    #: failed: the server refused this row for good (400, 404, other 4xx).
+    REFUSED = "refused"
+    #: failed: 5xx, timeouts or lost connections until ``max_attempts`` ran out.
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    #: failed: answered 429 so often that batcher gave up on it.
+    THROTTLED = "throttled"
+    #: failed: this row's answer was 401; the run stopped (sent again on resume).
+    AUTH_REFUSED = "auth_refused"
+    #: deferred: still 449 ("in queue") after ``max_requeues``.
+    DEFERRED_449 = "deferred_449"
+    #: skipped: asks for exactly what the contact's previous row asked.
+    DUPLICATE = "duplicate"
+    #: skipped: a dry run sends nothing.
+    DRY_RUN = "dry_run"
+    #: skipped: the run was interrupted (Ctrl-C, SIGTERM) before this row was sent.
+    NOT_SENT_INTERRUPTED = "not_sent_interrupted"
+    #: skipped: ``--max-duration`` was reached before this row was sent.
+    NOT_SENT_DEADLINE = "not_sent_deadline"
+    #: skipped: a 401 stopped the run before this row was sent.
+    NOT_SENT_AUTH = "not_sent_auth"
+    #: skipped: the run died of an unexpected error before this row was sent.
+    NOT_SENT_ERROR = "not_sent_error"
+    #: skipped: the run stopped while this row's request was on the wire; it may have applied.
+    IN_FLIGHT_INTERRUPTED = "in_flight_interrupted"
+
+
+#: The error text of each reason batcher words itself (the others carry the server's words).
+TEXTS: dict[Reason, str] = {
+    Reason.DUPLICATE: "duplicate of row ",
+    Reason.DRY_RUN: "dry run: not sent",
+    Reason.NOT_SENT_INTERRUPTED: "not sent: interrupted",
+    Reason.NOT_SENT_DEADLINE: "not sent: deadline",
+    Reason.NOT_SENT_AUTH: "not sent: authentication failed",
+    Reason.NOT_SENT_ERROR: "not sent: the run stopped on an error",
+    Reason.IN_FLIGHT_INTERRUPTED: "interrupted while in flight (the call may have been applied)",
+    Reason.AUTH_REFUSED: "authentication failed: ",
+}
+
+
 #: The results file's own columns, in order; the input's extra columns follow them.
 RESULT_COLUMNS: tuple[str, ...] = (
     "row",
@@ -111,6 +161,7 @@ class Result:
         contact_id: The ``contactId`` of a 200 answer, or None.
         attempts: Requests sent for this row in this run (every one, 429s and 449s included).
         error: Why the row is not ``ok`` (the rule, the server's message, ...), or "".
+        reason: The machine-readable cause (``Reason``); what resume and retry read.
     """
 
     record: Record
@@ -119,6 +170,7 @@ class Result:
     contact_id: int | None = None
     attempts: int = 0
     error: str = ""
+    reason: Reason = Reason.SENT
 
     @property
     def row(self) -> int:
@@ -138,20 +190,18 @@ class RunSummary:
     """
 
     outcomes: dict[Outcome, int] = field(default_factory=lambda: dict.fromkeys(Outcome, 0))
+    #: Rows per reason (``Reason``), the finer count under ``outcomes``.
+    reasons: dict[Reason, int] = field(default_factory=lambda: dict.fromkeys(Reason, 0))
     http_statuses: dict[int, int] = field(default_factory=dict)
     requests: int = 0
     elapsed: float = 0.0
     results_path: str = ""
-    #: Rows skipped because they duplicate an earlier row (they do not make a run "not ok").
-    duplicates: int = 0
     #: Requests that got no answer (timeout, connection error).
     no_answer: int = 0
-    #: Valid rows a dry run did not send (they do not make a dry run "not ok").
-    planned: int = 0
     #: Rows recorded by an earlier, interrupted run of the same job and not sent again.
     resumed: int = 0
-    #: Why the run stopped early ("" when it ran to the end).
-    stopped: str = ""
+    #: Why the run stopped early (None when it ran to the end).
+    stop_reason: Reason | None = None
     #: Wall-clock start and end of the run, UTC, ISO 8601.
     started_at: str = ""
     ended_at: str = ""
@@ -163,12 +213,28 @@ class RunSummary:
         return sum(self.outcomes.values())
 
     @property
+    def duplicates(self) -> int:
+        """Rows skipped because they duplicate an earlier row (they do not make a run "not ok")."""
+        return self.reasons[Reason.DUPLICATE]
+
+    @property
+    def planned(self) -> int:
+        """Valid rows a dry run did not send (they do not make a dry run "not ok")."""
+        return self.reasons[Reason.DRY_RUN]
+
+    @property
+    def stopped(self) -> str:
+        """Why the run stopped early, in words ("" when it ran to the end)."""
+        return "" if self.stop_reason is None else TEXTS[self.stop_reason]
+
+    @property
     def all_ok(self) -> bool:
         """True when every row is ok, or skipped only as a duplicate or by a dry run."""
         return self.outcomes[Outcome.OK] + self.duplicates + self.planned == self.rows
 
     def count(self, result: Result) -> None:
         self.outcomes[result.outcome] += 1
+        self.reasons[result.reason] += 1
 
     def count_answer(self, http_status: int | None) -> None:
         self.requests += 1

@@ -80,6 +80,7 @@ def summary_json(
         "elapsed_seconds": round(summary.elapsed, 3),
         "rows": summary.rows,
         "outcomes": {o.value: summary.outcomes[o] for o in Outcome},
+        "reasons": {r.value: n for r, n in summary.reasons.items() if n},
         "duplicates": summary.duplicates,
         "resumed": summary.resumed,
         "requests": summary.requests,
@@ -90,6 +91,7 @@ def summary_json(
         "rows_per_second": round(rows_this_run / summary.elapsed, 2) if summary.elapsed else 0,
         "requests_per_second": round(requests_per_second(summary), 2),
         "stopped": summary.stopped,
+        "stop_reason": summary.stop_reason.value if summary.stop_reason else None,
         "exit_code": exit_code,
     }
 

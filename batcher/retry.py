@@ -16,9 +16,11 @@ from typing import Unpack
 
 from batcher.config import Settings
 from batcher.errors import InputFileError, UsageError
+from batcher.feed import Source
 from batcher.models import RESULT_COLUMNS, Outcome, Record, Result, RunSummary
+from batcher.policy import recover_reason, worth_retrying
 from batcher.reader import read_records, scan_input
-from batcher.runner import RunOptions, Source, needs_retry, start_run
+from batcher.runner import RunOptions, start_run
 
 _OWN = frozenset(RESULT_COLUMNS) - {"identifier", "status", "category", "summary"}
 
@@ -47,7 +49,7 @@ def retry_source(
 ) -> Source:
     """The rows of a results file to send again, as a run's source.
 
-    ``outcomes`` None selects as ``runner.needs_retry`` says; a set selects every row
+    ``outcomes`` None selects as ``policy.worth_retrying`` says; a set selects every row
     with one of those outcomes (``failed`` then includes 400 and 404).
     """
     info = scan_input(results_path, encoding="utf-8", delimiter=settings.delimiter or ",")
@@ -68,7 +70,7 @@ def retry_source(
                 yield result
 
     def chosen(result: Result) -> bool:
-        return needs_retry(result) if outcomes is None else result.outcome in outcomes
+        return worth_retrying(result.reason) if outcomes is None else result.outcome in outcomes
 
     # A contact's rows apply in file order: when row 5 (open) is sent again, a later row 6
     # (close) that went through must go again after it, or the contact would end open.
@@ -111,7 +113,9 @@ def _as_result(record: Record, at: dict[str, int], keep: list[int]) -> Result | 
         record.summary,
         tuple(cells[i] for i in keep if i < len(cells)),
     )
-    return Result(original, outcome, http_status=http_status, error=cells[at["error"]])
+    error = cells[at["error"]]
+    reason = recover_reason(outcome, http_status, error)
+    return Result(original, outcome, http_status=http_status, error=error, reason=reason)
 
 
 def retry_batch(

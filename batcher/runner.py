@@ -2,9 +2,14 @@
 
 The pipeline, all in one anyio task group::
 
-    reader ──> feeder ──> WorkQueue ──> N workers ──> Pacer ──> AelystClient
-                 │                          │
-                 └── invalid, duplicate ────┴── final outcomes ──> Journal ──> results CSV
+    reader ──> Feeder ──> WorkQueue ──> Workers ──> Pacer ──> AelystClient
+                 │                          │  (Policy decides each answer)
+                 └── invalid, duplicate ────┴── final outcomes ──> Recorder ──> Journal
+                                                                          results CSV <──┘
+
+This module owns the run itself: the lock, resuming from the journal, starting
+the parts (``feed``, ``worker``, ``stopping``, ``recording``), and finishing:
+every row an outcome, the results file written, the journal kept or removed.
 
 Every row gets exactly one final outcome, recorded in the journal the
 moment it is known; the results file is written from the journal, in row
@@ -20,100 +25,45 @@ that reaches the end removes its journal; the results file is its record.
 from __future__ import annotations
 
 import random
-import signal
 from array import array
-from bisect import bisect_left
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import partial
-from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, Unpack
 
 import anyio
-import anyio.lowlevel
 
-from batcher.attemptlog import Attempt, AttemptLog, NullAttemptLog
-from batcher.client import AelystClient, request_body, request_url
+from batcher.attemptlog import AttemptLog, NullAttemptLog
+from batcher.client import AelystClient
 from batcher.clock import Clock, SystemClock
 from batcher.config import Settings, checked_token, read_token
-from batcher.dedupe import DuplicateFinder
-from batcher.errors import (
-    AuthenticationFailed,
-    InputFileError,
-    Interrupted,
-    RunAborted,
-    UsageError,
-)
+from batcher.errors import UsageError
+from batcher.feed import Classifier, Feeder, Source, contains, input_source, plan
 from batcher.journal import Journal, journal_path
 from batcher.limiter import Pacer, PacingConfig
 from batcher.lock import RunLock
-from batcher.models import (
-    RESULT_COLUMNS,
-    Answer,
-    AnswerKind,
-    Outcome,
-    Plan,
-    Record,
-    Result,
-    RunSummary,
-    Secret,
-)
+from batcher.models import TEXTS, Outcome, Plan, Reason, Result, RunSummary, Secret
+from batcher.policy import Policy, is_final, worth_retrying
 from batcher.progress import NullProgress, Progress
-from batcher.reader import InputInfo, read_records, scan_input
-from batcher.validate import Invalid, check
-from batcher.workqueue import Job, WorkQueue
+from batcher.reader import scan_input
+from batcher.recording import Recorder
+from batcher.stopping import Stopper
+from batcher.worker import Workers
+from batcher.workqueue import WorkQueue
 from batcher.writer import write_input_rows, write_results
 
 if TYPE_CHECKING:
     import httpx
 
-#: How many of a dry run's requests are shown.
-SAMPLE_REQUESTS = 3
-#: 429 answers one row may get before batcher gives up on it (a guard against a server that
-#: never lets anything through; each 429 already pauses the whole run for Retry-After).
-MAX_THROTTLED = 100
-#: Seconds in-flight requests get to finish after Ctrl-C or SIGTERM.
-GRACE = 5.0
-DRY_RUN = "dry run: not sent"
-DUPLICATE = "duplicate of row "
-NOT_SENT_AUTH = "not sent: authentication failed"
-NOT_SENT_INTERRUPTED = "not sent: interrupted"
-NOT_SENT_DEADLINE = "not sent: deadline"
-NOT_SENT_FAILED = "not sent: the run stopped on an error"
-IN_FLIGHT_INTERRUPTED = "interrupted while in flight (the call may have been applied)"
-AUTH_FAILED = "authentication failed: "
-#: Errors that are not final: a resumed run drops these outcomes and sends the rows again.
-NOT_FINAL = ("not sent: ", "interrupted while in flight", AUTH_FAILED)
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """Where a run's records come from.
-
-    Attributes:
-        info: The scanned file (path, hash, header).
-        total: Records the run goes through (for the progress bar).
-        extra_columns: The extra columns the results file carries, in order.
-        read: Makes a fresh iterator over the records, in ascending row order.
-    """
-
-    info: InputInfo
-    total: int
-    extra_columns: tuple[str, ...]
-    read: Callable[[], Iterator[Record]]
-
-
-def input_source(info: InputInfo) -> Source:
-    """An input CSV as a run's source; refused if an extra column would clash in the results."""
-    clashes = [c for c in info.extra_columns if c.casefold() in RESULT_COLUMNS]
-    if clashes:
-        raise InputFileError(
-            f"input file {str(info.path)!r}: column {clashes[0]!r} has the name of one of the "
-            f"results file's own columns ({', '.join(RESULT_COLUMNS)}); rename it"
-        )
-    return Source(info, info.records, info.extra_columns, partial(read_records, info))
+__all__ = [
+    "RunOptions",
+    "Source",
+    "default_results_path",
+    "dry_run_path",
+    "input_source",
+    "run_batch",
+    "start_run",
+]
 
 
 def default_results_path(input_path: Path) -> Path:
@@ -132,7 +82,8 @@ class RunOptions(TypedDict, total=False):
     Attributes:
         token: The API token; by default read as the settings say (environment or file).
         transport: An httpx transport to send through (tests pass a fake one).
-        clock: The clock the pacer paces by (tests pass a fake one).
+        clock: The clock the run keeps time and runs its event loop by (tests pass a
+            ``batcher.testing.FakeClock``).
         progress: Where progress goes (default: nowhere).
         rng: Randomness for backoff and requeue jitter (tests pass a seeded one).
         handle_signals: Stop gracefully on SIGINT/SIGTERM (main thread only; the CLI sets it).
@@ -224,6 +175,7 @@ def start_run(
     else:
         secret = read_token(settings)
     del token
+    clock = options.get("clock") or SystemClock()
     with RunLock(out):
         run = _Run(
             source=source,
@@ -231,26 +183,25 @@ def start_run(
             settings=settings,
             dry_run=dry_run,
             failed_out=failed_out,
-            clock=options.get("clock") or SystemClock(),
+            clock=clock,
             progress=options.get("progress") or NullProgress(),
             rng=options.get("rng") or random.Random(),
             attempt_log=options.get("attempt_log") or NullAttemptLog(),
         )
-        on_plan = options.get("on_plan")
         run.open_journal(restart=restart)
+        on_plan = options.get("on_plan")
         if on_plan is not None and not dry_run:
             on_plan(run.plan())
-        return anyio.run(
+        return clock.run(
             run.execute,
             secret,
             options.get("transport"),
             options.get("handle_signals", False),
-            backend="asyncio",
         )
 
 
 class _Run:
-    """One run's state: its settings and the parts it drives."""
+    """One run: its settings, its journal, and the parts it starts."""
 
     def __init__(
         self,
@@ -275,7 +226,8 @@ class _Run:
         self.rng = rng
         self.attempt_log = attempt_log
         self.summary = RunSummary(results_path=str(results_path))
-        self.queue = WorkQueue(max_pending=max(1000, 8 * settings.concurrency))
+        #: Rows an earlier run of this job recorded for good, ascending (empty on a fresh run).
+        self.done_rows: array[int] = array("q")
         self.pacer = Pacer(
             PacingConfig(
                 start_rate=settings.start_rate,
@@ -283,13 +235,8 @@ class _Run:
                 window=settings.window,
             ),
             clock,
+            cpu_time=clock.cpu_time,
         )
-        #: Rows an earlier run of this job recorded for good, ascending (empty on a fresh run).
-        self.done_rows: array[int] = array("q")
-        #: Jobs whose request is on the wire, by row.
-        self.in_flight: dict[int, Job] = {}
-        self.interrupted = False
-        self._work_scope: anyio.CancelScope | None = None  # the workers' scope, once running
 
     def open_journal(self, *, restart: bool) -> None:
         """Start a journal, or pick up the one an interrupted run of this job left."""
@@ -305,11 +252,11 @@ class _Run:
                     f"{str(self.source.info.path)!r} changed since the interrupted run that "
                     f"wrote {str(path)!r}; to start over and send every row again, add --restart"
                 )
-            journal.forget(NOT_FINAL)
+            journal.forget(is_final)
             self.done_rows = array("q", journal.recorded_rows())
             self.summary.resumed = len(self.done_rows)
             self.summary.outcomes = journal.outcome_counts()
-            self.summary.duplicates = journal.count_errors(DUPLICATE)
+            self.summary.reasons = journal.reason_counts()
             self.journal = journal
             return
         for suffix in ("", "-wal", "-shm"):
@@ -319,31 +266,10 @@ class _Run:
 
     def plan(self) -> Plan:
         """Count what the run will do (one read of the input, nothing sent)."""
-        allowed = self.settings.allowed_categories or None
-        duplicates = DuplicateFinder()
-        rows = to_send = invalid = repeats = 0
-        try:
-            for record in self.source.read():
-                rows += 1
-                verdict = check(record, allowed_categories=allowed)
-                if isinstance(verdict, Invalid):
-                    invalid += 1
-                    continue
-                repeat = duplicates.earlier_row(verdict) is not None
-                if _contains(self.done_rows, record.row):
-                    continue
-                if repeat:
-                    repeats += 1
-                else:
-                    to_send += 1
-        finally:
-            duplicates.close()
-        return Plan(
-            rows=rows,
-            to_send=to_send,
-            invalid=invalid,
-            duplicates=repeats,
-            resumed=len(self.done_rows),
+        return plan(
+            self.source,
+            allowed_categories=self.settings.allowed_categories,
+            done_rows=self.done_rows,
             start_rate=self.pacer.rate,
             ceiling=self.settings.rate or None,
         )
@@ -351,321 +277,126 @@ class _Run:
     async def execute(
         self, token: Secret, transport: httpx.AsyncBaseTransport | None, handle_signals: bool
     ) -> RunSummary:
-        started = self.clock.now()
+        settings, clock = self.settings, self.clock
+        started = clock.now()
         self.summary.started_at = _utc_now()
-        duplicates = DuplicateFinder()
+        recorder = Recorder(self.journal, self.summary, self.progress)
+        queue = WorkQueue(max_pending=max(1000, 8 * settings.concurrency), clock=clock)
+        stopper = Stopper(
+            clock=clock,
+            queue=queue,
+            recorder=recorder,
+            progress=self.progress,
+            token_env=settings.token_env,
+        )
+        workers = Workers(
+            queue=queue,
+            pacer=self.pacer,
+            policy=Policy(
+                max_attempts=settings.max_attempts,
+                max_requeues=settings.max_requeues,
+                requeue_delay=settings.requeue_delay,
+                backoff_base=settings.backoff_base,
+                backoff_max=settings.backoff_max,
+                rng=self.rng,
+            ),
+            recorder=recorder,
+            stopper=stopper,
+            clock=clock,
+            attempt_log=self.attempt_log,
+            progress=self.progress,
+        )
+        classifier = Classifier(
+            allowed_categories=settings.allowed_categories, done_rows=self.done_rows
+        )
+        feeder = Feeder(
+            self.source,
+            classifier,
+            queue,
+            recorder,
+            clock,
+            dry_run=self.dry_run,
+            base_url=settings.base_url,
+            samples=self.summary.sample_requests,
+        )
         completed = False
         try:
             async with (
                 AelystClient(
-                    self.settings.base_url,
+                    settings.base_url,
                     token,
-                    connections=self.settings.concurrency,
-                    timeout=self.settings.timeout,
+                    connections=settings.concurrency,
+                    timeout=settings.timeout,
                     transport=transport,
                 ) as client,
                 anyio.create_task_group() as background,
             ):
-                background.start_soon(self._show_progress)
+                background.start_soon(self._show_progress, queue)
                 async with anyio.create_task_group() as tasks:
-                    self._work_scope = tasks.cancel_scope
+                    stopper.attach(tasks.cancel_scope)
                     if handle_signals:
-                        background.start_soon(self._watch_signals, tasks.cancel_scope)
-                    if self.settings.max_duration and not self.dry_run:
-                        background.start_soon(self._deadline)
-                    tasks.start_soon(self._feed, duplicates)
-                    for _ in range(1 if self.dry_run else self.settings.concurrency):
-                        tasks.start_soon(self._work, client)
+                        background.start_soon(stopper.watch_signals)
+                    if settings.max_duration and not self.dry_run:
+                        background.start_soon(stopper.deadline, settings.max_duration)
+                    tasks.start_soon(feeder.feed)
+                    for _ in range(1 if self.dry_run else settings.concurrency):
+                        tasks.start_soon(workers.work, client)
                 background.cancel_scope.cancel()
             completed = True
         finally:
-            if not completed and not self.summary.stopped:
+            if not completed:
                 # An error or a cancellation we did not ask for: the rows it left without an
                 # outcome are "not sent", the journal is kept, and the same command resumes.
-                self.summary.stopped = NOT_SENT_FAILED
-            duplicates.close()
+                stopper.crashed()
+            classifier.close()
             self.progress.close()
-            self._finish_run(started)
-        if self.summary.stopped in (NOT_SENT_AUTH, NOT_SENT_INTERRUPTED):
-            raise self._abort_error()
+            self.summary.stop_reason = stopper.reason
+            self._finish(recorder, workers, started)
+        error = stopper.error(self.summary)
+        if error is not None:
+            raise error
         return self.summary
 
-    def _finish_run(self, started: float) -> None:
+    def _finish(self, recorder: Recorder, workers: Workers, started: float) -> None:
         """Whatever happened: every row gets an outcome and the results file is written."""
-        if self.summary.stopped:
-            self._record_unsent()
+        reason = self.summary.stop_reason
+        if reason is not None:
+            self._record_unsent(recorder, workers, reason)
         self.summary.elapsed = self.clock.now() - started
         self.summary.ended_at = _utc_now()
         write_results(self.results_path, self.journal.results(), self.source.extra_columns)
         if self.failed_out is not None:
             info = self.source.info
-            retry = (r for r in self.journal.results() if needs_retry(r))
+            retry = (r for r in self.journal.results() if worth_retrying(r.reason))
             write_input_rows(self.failed_out, retry, info.header, info.columns)
-        if self.summary.stopped:
+        if reason is not None:
             self.journal.close()  # kept: the same command resumes from it
         else:
             self.journal.remove()
 
-    def _abort_error(self) -> RunAborted:
-        if self.summary.stopped == NOT_SENT_AUTH:
-            return AuthenticationFailed(
-                f"the server answered 401 (UN_AUTHORIZED): check the token in "
-                f"{self.settings.token_env}; rows not sent are marked skipped, and running "
-                "the same command again sends only those",
-                summary=self.summary,
-            )
-        return Interrupted(
-            "interrupted: rows not sent are marked skipped; run the same command again to "
-            "send only those",
-            summary=self.summary,
-        )
-
-    # -- the feeder: input rows in file order -------------------------------------------------
-
-    async def _feed(self, duplicates: DuplicateFinder) -> None:
-        allowed = self.settings.allowed_categories or None
-        chunk_rows = 20_000
-        records = self.source.read()
-        done = self.done_rows
-        try:
-            while True:
-                # Parsing a chunk takes a while: do it off the event loop.
-                chunk = await anyio.to_thread.run_sync(_take, records, chunk_rows)
-                if not chunk:
-                    break
-                for i, record in enumerate(chunk):
-                    if i % 256 == 0:
-                        await anyio.lowlevel.checkpoint()
-                    resumed = _contains(done, record.row)
-                    await self._feed_one(record, allowed, duplicates, resumed=resumed)
-        finally:
-            self.queue.close()
-
-    async def _feed_one(
-        self,
-        record: Record,
-        allowed: tuple[str, ...] | None,
-        duplicates: DuplicateFinder,
-        *,
-        resumed: bool,
-    ) -> None:
-        verdict = check(record, allowed_categories=allowed)
-        if isinstance(verdict, Invalid):
-            if not resumed:
-                self._record(Result(record, Outcome.INVALID, error=verdict.reason))
-            return
-        # Every valid row, resumed or not, updates the duplicate finder, so that
-        # "duplicate of row N" means the same on a resume as on a fresh run.
-        earlier = duplicates.earlier_row(verdict)
-        if resumed:
-            return
-        if earlier is not None:
-            self.summary.duplicates += 1
-            self._record(Result(record, Outcome.SKIPPED, error=f"{DUPLICATE}{earlier}"))
-            return
-        if self.dry_run:
-            if len(self.summary.sample_requests) < SAMPLE_REQUESTS:
-                url = request_url(self.settings.base_url, verdict.identifier)
-                self.summary.sample_requests.append(("POST", url, request_body(verdict).decode()))
-            self.summary.planned += 1
-            self._record(Result(record, Outcome.SKIPPED, error=DRY_RUN))
-            return
-        if not await self.queue.put(Job(verdict)):
-            self._record(Result(record, Outcome.SKIPPED, error=self.summary.stopped))
-
-    # -- the workers ----------------------------------------------------------------------------
-
-    async def _work(self, client: AelystClient) -> None:
-        while (job := await self.queue.get()) is not None:
-            await self.pacer.acquire(job.contact)
-            if self.queue.stopped:  # stopped while this worker waited for its turn
-                self.pacer.release()
-                self._record(self._result(job, Outcome.SKIPPED, error=self.summary.stopped))
-                continue
-            self.in_flight[job.request.row] = job
-            sent_at = self.clock.now()
-            answer = await client.send(job.request)
-            latency = self.clock.now() - sent_at
-            del self.in_flight[job.request.row]
-            job.attempts += 1
-            job.last_status = answer.http_status
-            self.summary.count_answer(answer.http_status)
-            self.attempt_log.attempt(
-                Attempt(
-                    row=job.request.row,
-                    identifier=job.contact,
-                    attempt=job.attempts,
-                    http_status=answer.http_status,
-                    latency=latency,
-                    pace=self.pacer.rate,
-                    error=answer.error,
-                )
-            )
-            paused = self.pacer.paused_for
-            self.pacer.observe(job.contact, answer)
-            if self.pacer.paused_for > paused + 0.001:
-                self.progress.note(
-                    f"429 Too Many Requests: every worker waits {self.pacer.paused_for:.1f} s; "
-                    f"pace now {self.pacer.rate:.1f}/s"
-                )
-            self._handle(job, answer)
-
-    def _handle(self, job: Job, answer: Answer) -> None:
-        """Decide what an answer means for its row: a final outcome, or another try."""
-        kind = answer.kind
-        if kind is AnswerKind.OK:
-            self._finish(job, Outcome.OK, contact_id=answer.contact_id)
-        elif kind is AnswerKind.REFUSED:
-            self._finish(job, Outcome.FAILED, error=answer.error)
-        elif kind is AnswerKind.AUTH:
-            self._finish(job, Outcome.FAILED, error=f"{AUTH_FAILED}{answer.error}")
-            self._stop(NOT_SENT_AUTH, "401 UN_AUTHORIZED: sending nothing more")
-        elif kind is AnswerKind.RATE_LIMITED:
-            job.throttled += 1
-            if job.throttled >= MAX_THROTTLED:
-                error = f"gave up after {job.throttled} answers of 429: {answer.error}"
-                self._finish(job, Outcome.FAILED, error=error)
-            else:
-                self._set_aside(job, 0.0)  # the pacer holds every worker until Retry-After
-        elif kind is AnswerKind.QUEUED:
-            if job.requeues >= self.settings.max_requeues:
-                error = f"still in queue (449) after {job.requeues} requeues: {answer.error}"
-                self._finish(job, Outcome.DEFERRED, error=error)
-            else:
-                job.requeues += 1
-                # Never sooner than asked ("try again in a few minutes"): jitter only adds.
-                self._set_aside(job, self.settings.requeue_delay * self.rng.uniform(1.0, 1.2))
-        else:
-            job.failures += 1
-            if job.failures >= self.settings.max_attempts:
-                error = f"retries exhausted after {job.failures} attempts: {answer.error}"
-                self._finish(job, Outcome.FAILED, error=error)
-            else:
-                self._set_aside(job, self._backoff(job.failures))
-
-    def _backoff(self, failures: int) -> float:
-        """Exponential backoff with full jitter."""
-        s = self.settings
-        return self.rng.uniform(0.0, min(s.backoff_max, s.backoff_base * 2 ** (failures - 1)))
-
-    def _set_aside(self, job: Job, delay: float) -> None:
-        if not self.queue.set_aside(job, delay):
-            self._record(self._result(job, Outcome.SKIPPED, error=self.summary.stopped))
-
-    def _finish(
-        self, job: Job, outcome: Outcome, *, error: str = "", contact_id: int | None = None
-    ) -> None:
-        self._record(self._result(job, outcome, error=error, contact_id=contact_id))
-        self.queue.done(job)
-
-    def _result(
-        self, job: Job, outcome: Outcome, *, error: str = "", contact_id: int | None = None
-    ) -> Result:
-        return Result(
-            job.request.record,
-            outcome,
-            http_status=job.last_status,
-            contact_id=contact_id,
-            attempts=job.attempts,
-            error=error,
-        )
-
-    # -- stopping -------------------------------------------------------------------------------
-
-    def _stop(self, reason: str, note: str) -> None:
-        """Send nothing more: every row not yet answered is recorded as not sent."""
-        if self.summary.stopped:
-            return
-        self.progress.note(note)
-        self.summary.stopped = reason
-        # Requests in flight get GRACE seconds; a worker waiting for its turn (after a 429,
-        # up to Retry-After) is not waited for.
-        if self._work_scope is not None:
-            scope = self._work_scope
-            scope.deadline = min(scope.deadline, anyio.current_time() + GRACE)
-        for job in self.queue.stop():
-            self._record(self._result(job, Outcome.SKIPPED, error=reason))
-
-    async def _watch_signals(self, work: anyio.CancelScope) -> None:
-        """First SIGINT/SIGTERM: stop taking rows, give in-flight requests GRACE seconds.
-        A second one: stop now."""
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
-                if self.interrupted:
-                    work.cancel()
-                    return
-                self.interrupted = True
-                self._stop(
-                    NOT_SENT_INTERRUPTED,
-                    f"interrupted: no new rows; requests in flight get {GRACE:.0f} s "
-                    "(interrupt again to stop now)",
-                )
-
-    async def _deadline(self) -> None:
-        """At --max-duration: stop taking rows, as on SIGTERM, and end with exit 1."""
-        await anyio.sleep(self.settings.max_duration)
-        self._stop(
-            NOT_SENT_DEADLINE,
-            f"deadline ({self.settings.max_duration:.0f} s) reached: no new rows; "
-            f"requests in flight get {GRACE:.0f} s",
-        )
-
-    def _record_unsent(self) -> None:
-        """After a stop, give every row still without an outcome one: not sent."""
+    def _record_unsent(self, recorder: Recorder, workers: Workers, reason: Reason) -> None:
+        """After a stop, give every row still without an outcome one: not sent, or cut off
+        on the wire."""
         recorded = array("q", self.journal.recorded_rows())
-        reason = self.summary.stopped
         for record in self.source.read():
-            if _contains(recorded, record.row):
+            if contains(recorded, record.row):
                 continue
-            job = self.in_flight.get(record.row)
+            job = workers.on_wire.get(record.row)
             if job is not None:
-                self._record(self._result(job, Outcome.SKIPPED, error=IN_FLIGHT_INTERRUPTED))
+                recorder.not_sent(job, Reason.IN_FLIGHT_INTERRUPTED)
             else:
-                self._record(Result(record, Outcome.SKIPPED, error=reason))
+                recorder.record(Result(record, Outcome.SKIPPED, error=TEXTS[reason], reason=reason))
 
-    def _record(self, result: Result) -> None:
-        self.journal.record(result)
-        self.summary.count(result)
-        self.progress.advance(result.outcome)
-
-    async def _show_progress(self) -> None:
+    async def _show_progress(self, queue: WorkQueue) -> None:
         while True:
             self.progress.show(
                 pace=self.pacer.rate,
-                waiting=self.queue.waiting,
-                due_in=self.queue.next_due_in,
+                waiting=queue.waiting,
+                due_in=queue.next_due_in,
                 paused_for=self.pacer.paused_for,
             )
-            await anyio.sleep(0.5)
-
-
-def needs_retry(result: Result) -> bool:
-    """Whether a row is worth sending again as it is: the default of ``batcher retry``.
-
-    Yes for ``deferred``; for ``skipped`` other than duplicates and dry runs; and for
-    ``failed`` with a cause that may pass later (5xx, timeout, network, retries
-    exhausted, 429, authentication). Not for 400/404 or ``invalid``: the same row
-    would fail the same way.
-    """
-    if result.outcome is Outcome.DEFERRED:
-        return True
-    if result.outcome is Outcome.SKIPPED:
-        return not result.error.startswith((DUPLICATE, DRY_RUN))
-    if result.outcome is Outcome.FAILED:
-        status = result.http_status
-        return status is None or status >= 500 or status in (401, 429)
-    return False
+            await self.clock.sleep(0.5)
 
 
 def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _contains(rows: array[int], row: int) -> bool:
-    i = bisect_left(rows, row)
-    return i < len(rows) and rows[i] == row
-
-
-def _take(records: Iterator[Record], n: int) -> list[Record]:
-    """Up to ``n`` records from an iterator (run in a worker thread)."""
-    return list(islice(records, n))

@@ -12,7 +12,8 @@ Three rules shape it:
 * The queue is bounded: the feeder waits while ``max_pending`` rows are
   queued, so a million-row file is never all in memory.
 
-Time here is anyio's clock; the delays are seconds to minutes.
+Due times are read from the run's ``Clock``, whose time is also the event
+loop's (``batcher.clock``), so a set-aside row waits in virtual time in tests.
 """
 
 from __future__ import annotations
@@ -25,28 +26,22 @@ from itertools import count
 
 import anyio
 
+from batcher.clock import Clock, SystemClock
 from batcher.models import Request
+from batcher.policy import Tries
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Job:
     """One valid row on its way through the run.
 
     Attributes:
         request: What to send.
-        attempts: Requests sent for it so far (every one).
-        failures: Retryable failures so far (5xx, timeout, network), counted against max-attempts.
-        requeues: 449 answers so far, counted against max-requeues.
-        throttled: 429 answers so far (never counted as failures).
-        last_status: The last HTTP status answered, if any.
+        tries: What it has been through so far; a set-aside row comes back with new ones.
     """
 
     request: Request
-    attempts: int = 0
-    failures: int = 0
-    requeues: int = 0
-    throttled: int = 0
-    last_status: int | None = None
+    tries: Tries = Tries()  # noqa: RUF009 - frozen: one shared default is safe
 
     @property
     def contact(self) -> str:
@@ -56,7 +51,8 @@ class Job:
 class WorkQueue:
     """Hands jobs to workers; see the module docstring for the order."""
 
-    def __init__(self, *, max_pending: int = 1000) -> None:
+    def __init__(self, *, max_pending: int = 1000, clock: Clock | None = None) -> None:
+        self._clock = clock or SystemClock()
         self._max_pending = max_pending
         self._ready: deque[Job] = deque()  # sendable now, roughly in file order
         self._busy: dict[str, deque[Job]] = {}  # busy contact -> its later rows, in file order
@@ -78,7 +74,7 @@ class WorkQueue:
         """Seconds until the first set-aside row is due (0 when none)."""
         if not self._delayed:
             return 0.0
-        return max(0.0, self._delayed[0][0] - anyio.current_time())
+        return max(0.0, self._delayed[0][0] - self._clock.now())
 
     @property
     def stopped(self) -> bool:
@@ -110,7 +106,7 @@ class WorkQueue:
         while True:
             if self._stopped:
                 return None
-            if self._delayed and self._delayed[0][0] <= anyio.current_time():
+            if self._delayed and self._delayed[0][0] <= self._clock.now():
                 job = heapq.heappop(self._delayed)[2]
             elif self._ready:
                 job = self._ready.popleft()
@@ -136,7 +132,8 @@ class WorkQueue:
         self._notify()
 
     def set_aside(self, job: Job, delay: float) -> bool:
-        """Send the job again after ``delay`` seconds; its contact stays busy.
+        """Send the job (with its new ``tries``) again after ``delay`` seconds; its contact
+        stays busy.
 
         False if the run has stopped: the caller records the row as not sent.
         """
@@ -144,7 +141,7 @@ class WorkQueue:
         if self._stopped:
             self._notify()
             return False
-        heapq.heappush(self._delayed, (anyio.current_time() + delay, next(self._seq), job))
+        heapq.heappush(self._delayed, (self._clock.now() + delay, next(self._seq), job))
         self._notify()
         return True
 

@@ -1,0 +1,60 @@
+"""Recording a row's final outcome: journal, summary and progress, in one call.
+
+Whatever part of the run decides an outcome (the feeder for invalid and
+duplicate rows, a worker for an answer, the stop for rows not sent), it hands
+the ``Result`` to ``Recorder.record``, which writes it to the journal first
+(durable before anything else happens), then counts it and moves the bar.
+"""
+
+from __future__ import annotations
+
+from batcher.journal import Journal
+from batcher.models import TEXTS, Outcome, Reason, Result, RunSummary
+from batcher.progress import Progress
+from batcher.workqueue import Job
+
+
+class Recorder:
+    """Where final outcomes go; see the module docstring."""
+
+    def __init__(self, journal: Journal, summary: RunSummary, progress: Progress) -> None:
+        self.journal = journal
+        self.summary = summary
+        self._progress = progress
+
+    def record(self, result: Result) -> None:
+        """Store one row's final outcome durably, count it, and show it."""
+        self.journal.record(result)
+        self.summary.count(result)
+        self._progress.advance(result.outcome)
+
+    def answered(self, http_status: int | None) -> None:
+        """One request got this answer (None: no answer at all)."""
+        self.summary.count_answer(http_status)
+
+    def record_job(
+        self,
+        job: Job,
+        outcome: Outcome,
+        reason: Reason,
+        *,
+        error: str = "",
+        contact_id: int | None = None,
+    ) -> None:
+        """A queued row's final outcome, with what it had been through."""
+        tries = job.tries
+        self.record(
+            Result(
+                job.request.record,
+                outcome,
+                http_status=tries.last_status,
+                contact_id=contact_id,
+                attempts=tries.attempts,
+                error=error,
+                reason=reason,
+            )
+        )
+
+    def not_sent(self, job: Job, reason: Reason) -> None:
+        """A queued row the run stopped before sending (again)."""
+        self.record_job(job, Outcome.SKIPPED, reason, error=TEXTS[reason])

@@ -1,0 +1,104 @@
+"""The worker loop: take a row, wait for its turn, send it, act on the answer.
+
+``Workers.work`` runs once per worker task. A worker never decides what an
+answer means (``policy.Policy.decide`` does) and never raises for a row: every
+answer ends in a final outcome for the recorder, the row set aside in the work
+queue for another try, or a stop.
+"""
+
+from __future__ import annotations
+
+from batcher.attemptlog import Attempt, AttemptLog
+from batcher.client import AelystClient
+from batcher.clock import Clock
+from batcher.limiter import Pacer
+from batcher.models import Reason
+from batcher.policy import Decision, Finish, Policy, StopRun
+from batcher.progress import Progress
+from batcher.recording import Recorder
+from batcher.stopping import Stopper
+from batcher.workqueue import Job, WorkQueue
+
+
+class Workers:
+    """What every worker shares; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        queue: WorkQueue,
+        pacer: Pacer,
+        policy: Policy,
+        recorder: Recorder,
+        stopper: Stopper,
+        clock: Clock,
+        attempt_log: AttemptLog,
+        progress: Progress,
+    ) -> None:
+        self._queue = queue
+        self._pacer = pacer
+        self._policy = policy
+        self._recorder = recorder
+        self._stopper = stopper
+        self._clock = clock
+        self._attempt_log = attempt_log
+        self._progress = progress
+        #: Rows whose request is on the wire, by row: a stop cuts these off.
+        self.on_wire: dict[int, Job] = {}
+
+    async def work(self, client: AelystClient) -> None:
+        """One worker: send rows until the queue has none left or the run stops."""
+        pacer, clock = self._pacer, self._clock
+        while (job := await self._queue.get()) is not None:
+            await pacer.acquire(job.contact)
+            if self._stopper.reason is not None:  # stopped while this worker waited its turn
+                pacer.release()
+                self._recorder.not_sent(job, self._stopper.reason)
+                continue
+            row = job.request.row
+            self.on_wire[row] = job
+            sent_at = clock.now()
+            answer = await client.send(job.request)
+            latency = clock.now() - sent_at
+            del self.on_wire[row]
+            self._recorder.answered(answer.http_status)
+            tries, decision = self._policy.decide(answer, job.tries)
+            self._attempt_log.attempt(
+                Attempt(
+                    row=row,
+                    identifier=job.contact,
+                    attempt=tries.attempts,
+                    http_status=answer.http_status,
+                    latency=latency,
+                    pace=pacer.rate,
+                    error=answer.error,
+                )
+            )
+            paused = pacer.paused_for
+            pacer.observe(job.contact, answer)
+            if pacer.paused_for > paused + 0.001:
+                self._progress.note(
+                    f"429 Too Many Requests: every worker waits {pacer.paused_for:.1f} s; "
+                    f"pace now {pacer.rate:.1f}/s"
+                )
+            self._apply(Job(job.request, tries), decision)
+
+    def _apply(self, job: Job, decision: Decision) -> None:
+        if isinstance(decision, Finish | StopRun):
+            finish = decision if isinstance(decision, Finish) else decision.finish
+            self._recorder.record_job(
+                job,
+                finish.outcome,
+                finish.reason,
+                error=finish.error,
+                contact_id=finish.contact_id,
+            )
+            self._queue.done(job)
+            if isinstance(decision, StopRun):
+                self._stopper.stop(decision.reason, _STOP_NOTES[decision.reason])
+        elif not self._queue.set_aside(job, decision.delay):
+            self._recorder.not_sent(job, self._stopper.reason or Reason.NOT_SENT_ERROR)
+
+
+#: What the person watching is told when an answer stops the run.
+_STOP_NOTES = {Reason.NOT_SENT_AUTH: "401 UN_AUTHORIZED: sending nothing more"}
