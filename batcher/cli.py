@@ -12,7 +12,7 @@ import argparse
 import contextlib
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,6 @@ from batcher.models import Plan, RunSummary
 
 if TYPE_CHECKING:
     from batcher.config import Settings
-    from batcher.runner import Source
     from batcher.simulator import SimulatorConfig
 
 EXIT_OK, EXIT_NOT_ALL_OK, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
@@ -238,43 +237,54 @@ def _settings_from(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from batcher.reader import scan_input  # noqa: PLC0415
-    from batcher.runner import default_results_path, dry_run_path, input_source  # noqa: PLC0415
+    from batcher import run_batch  # noqa: PLC0415
+
+    def run(**options: Any) -> RunSummary:
+        return run_batch(
+            args.input,
+            out=args.out,
+            settings=settings,
+            dry_run=args.dry_run,
+            restart=args.restart,
+            failed_out=args.failed_out,
+            **options,
+        )
 
     settings = _settings_from(args)
-    info = scan_input(args.input, encoding=settings.encoding, delimiter=settings.delimiter or None)
-    out = args.out or (
-        dry_run_path(args.input) if args.dry_run else default_results_path(args.input)
-    )
-    return _execute(
-        args,
-        settings,
-        input_source(info),
-        out,
-        dry_run=args.dry_run,
-        restart=args.restart,
-        failed_out=args.failed_out,
-    )
+    return _execute(args, settings, run, args.input, dry_run=args.dry_run)
 
 
 def _retry(args: argparse.Namespace) -> int:
-    from batcher.retry import default_retry_path, parse_outcomes, retry_source  # noqa: PLC0415
+    from batcher import retry_batch  # noqa: PLC0415
+    from batcher.retry import parse_outcomes  # noqa: PLC0415
+
+    def run(**options: Any) -> RunSummary:
+        return retry_batch(
+            args.results,
+            out=args.out,
+            outcomes=outcomes,
+            settings=settings,
+            restart=args.restart,
+            **options,
+        )
 
     settings = _settings_from(args)
     outcomes = parse_outcomes(args.outcomes) if args.outcomes else None
-    source = retry_source(args.results, outcomes, settings=settings)
-    out = args.out or default_retry_path(args.results)
-    return _execute(args, settings, source, out, restart=args.restart)
+    return _execute(args, settings, run, args.results)
 
 
 def _execute(
-    args: argparse.Namespace, settings: Settings, source: Source, out: Path, **options: Any
+    args: argparse.Namespace,
+    settings: Settings,
+    run: Callable[..., RunSummary],
+    input_path: Path,
+    *,
+    dry_run: bool = False,
 ) -> int:
-    """Run a source to a results file and report: summary, plan, JSON, exit code."""
+    """Run through the library with the CLI's progress, plan and log; report and exit."""
     from batcher.attemptlog import JsonAttemptLog, NullAttemptLog  # noqa: PLC0415
     from batcher.progress import make_progress  # noqa: PLC0415
     from batcher.report import plan_lines, summary_json, write_json  # noqa: PLC0415
-    from batcher.runner import start_run  # noqa: PLC0415
 
     def show_plan(plan: Plan) -> None:
         lines = plan_lines(plan, settings.max_duration)
@@ -290,15 +300,11 @@ def _execute(
     )
     summary: RunSummary | None
     try:
-        summary = start_run(
-            source,
-            out=out,
-            settings=settings,
-            progress=make_progress(settings.progress, source.total, quiet=args.quiet),
+        summary = run(
+            progress=make_progress(settings.progress, quiet=args.quiet),
             handle_signals=True,
             attempt_log=log,
             on_plan=show_plan,
-            **options,
         )
         code = exit_code(summary)
     except RunAborted as exc:
@@ -309,14 +315,17 @@ def _execute(
         log.close()
     if summary is not None:
         _print_summary(summary, quiet=args.quiet)
-        if summary.stopped and not options.get("dry_run"):
+        if summary.stopped and not dry_run:
             print(f"to resume: {shlex.join(['batcher', *sys.argv[1:]])}", file=sys.stderr)
         if args.summary_json:
             data = summary_json(
-                summary, exit_code=code, input_path=source.info.path, results_path=out
+                summary,
+                exit_code=code,
+                input_path=input_path,
+                results_path=Path(summary.results_path),
             )
             write_json(args.summary_json, data)
-    if options.get("dry_run") and summary is not None:
+    if dry_run and summary is not None:
         for method, url, body in summary.sample_requests:
             print(f"{method} {url}\n  {body}")
     return code

@@ -16,7 +16,6 @@ from batcher.config import Settings
 from batcher.errors import UsageError
 from batcher.models import RunSummary
 from batcher.progress import make_progress
-from batcher.reader import scan_input
 from batcher.runner import run_batch
 from batcher.simulator import SimulatorConfig, running
 
@@ -36,11 +35,6 @@ def run_demo(input_path: Path | None = None, *, progress: bool = True) -> RunSum
     out = Path(tempfile.mkdtemp(prefix="batcher-demo-")) / f"{source.stem}.results.csv"
     with running(config) as sim:
         settings = Settings(base_url=sim.base_url, requeue_delay=1.0, backoff_base=0.2)
-        total = scan_input(source).records
         return run_batch(
-            source,
-            out=out,
-            settings=settings,
-            token=token,
-            progress=make_progress(progress, total),
+            source, out=out, settings=settings, token=token, progress=make_progress(progress)
         )

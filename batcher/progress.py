@@ -8,12 +8,18 @@ loop ever asks "are we quiet?".
 from __future__ import annotations
 
 import sys
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, NoReturn, Protocol, TextIO
 
 from batcher.models import Outcome
 
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
 
 class Progress(Protocol):
+    def start(self, total: int, done: int) -> None:
+        """The run begins: ``total`` rows, ``done`` of them finished by an earlier run."""
+
     def advance(self, outcome: Outcome) -> None:
         """One more row has its final outcome."""
 
@@ -32,6 +38,9 @@ class NullProgress:
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream
 
+    def start(self, total: int, done: int) -> None:
+        pass
+
     def advance(self, outcome: Outcome) -> None:
         pass
 
@@ -47,26 +56,45 @@ class NullProgress:
 
 
 class BarProgress:
-    """A tqdm bar on stderr: rows done of total, pace, and ok / failed / waiting counts."""
+    """A tqdm bar on stderr: rows done of total, pace, and ok / failed / waiting counts.
 
-    def __init__(self, total: int, stream: TextIO) -> None:
-        from tqdm import tqdm  # noqa: PLC0415 - keep `batcher --help` fast
+    The bar appears when the run starts (``start``), so whatever is printed before it
+    (the plan) stands on lines of its own, and a resumed run's bar starts at the rows
+    already done.
+    """
 
+    def __init__(self, stream: TextIO) -> None:
         self._stream = stream
-        self._bar = tqdm(total=total, file=stream, unit="row", dynamic_ncols=True, leave=True)
+        self._bar: tqdm[NoReturn] | None = None
         self._ok = 0
         self._failed = 0
         self._text = ""
 
+    def start(self, total: int, done: int) -> None:
+        from tqdm import tqdm  # noqa: PLC0415 - keep `batcher --help` fast
+
+        self._bar = tqdm(
+            total=total,
+            initial=done,
+            file=self._stream,
+            unit="row",
+            dynamic_ncols=True,
+            leave=True,
+        )
+
     def note(self, message: str) -> None:
-        self._bar.write(f"batcher: {message}", file=self._stream)
+        if self._bar is None:
+            print(f"batcher: {message}", file=self._stream, flush=True)
+        else:
+            self._bar.write(f"batcher: {message}", file=self._stream)
 
     def advance(self, outcome: Outcome) -> None:
         if outcome is Outcome.OK:
             self._ok += 1
         elif outcome is Outcome.FAILED:
             self._failed += 1
-        self._bar.update(1)
+        if self._bar is not None:
+            self._bar.update(1)
 
     def show(self, *, pace: float, waiting: int, due_in: float, paused_for: float) -> None:
         text = f"{pace:.1f} req/s ok={self._ok} failed={self._failed} waiting(449)={waiting}"
@@ -74,21 +102,20 @@ class BarProgress:
             text += f" next in {due_in:.0f}s"
         if paused_for > 0:
             text += f" paused {paused_for:.1f}s (429)"
-        if text != self._text:
+        if text != self._text and self._bar is not None:
             self._text = text
             self._bar.set_postfix_str(text, refresh=False)
 
     def close(self) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
 
 
-def make_progress(
-    enabled: bool, total: int, *, quiet: bool = False, stream: TextIO | None = None
-) -> Progress:
+def make_progress(enabled: bool, *, quiet: bool = False, stream: TextIO | None = None) -> Progress:
     """A bar when asked for and stderr is a terminal; otherwise plain notes (none if quiet)."""
     stream = stream or sys.stderr
     if quiet:
         return NullProgress()
     if enabled and stream.isatty():
-        return BarProgress(total, stream)
+        return BarProgress(stream)
     return NullProgress(stream)

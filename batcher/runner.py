@@ -280,6 +280,7 @@ class _Run:
         settings, clock = self.settings, self.clock
         started = clock.now()
         self.summary.started_at = _utc_now()
+        self.progress.start(self.source.total, len(self.done_rows))
         recorder = Recorder(self.journal, self.summary, self.progress)
         queue = WorkQueue(max_pending=max(1000, 8 * settings.concurrency), clock=clock)
         stopper = Stopper(
