@@ -1,75 +1,42 @@
-"""A local stand-in for the Aelyst conversation-status endpoint.
+"""The simulated Aelyst endpoint as a real HTTP/1.1 server on a socket (anyio + h11).
 
-It is a real HTTP/1.1 server (anyio + h11, nothing else) that answers
-``POST /v1/contact/{identifier}/conversation/status`` the way the API's
-documentation says it does, plus the failures a bulk run must survive: rate
-limits, revoked tokens, 449 "in queue", 500s, dropped connections and slow
-answers. Tests and benchmarks run batcher against it end to end.
+``batcher simulate``, ``batcher demo`` and the end-to-end tests run batcher
+against it. The API's rules, and the list of what it answers, live in
+``batcher.simrules``; this module is only the server around them: it reads each
+request off the connection, asks ``SimulatedAPI.respond``, waits the answer's
+latency on its clock, and writes the answer, or closes the connection unanswered
+when the answer is a drop. ``batcher.simtransport`` serves the same rules in
+process, without sockets.
 
-Each request goes through these checks, in order; the first that fires answers::
-
-    drop_rate        the connection is closed after the request is read, no answer
-    latency          sleep before answering
-    route            any other path: 404 {"code":404,"message":"Not found"};
-                     another method on the endpoint's path: 405
-    auth             no / wrong bearer token, or more than ``revoke_after`` accepted
-                     requests: 401 {"code":401,"message":"UN_AUTHORIZED"}
-    rate limit       429 {"code":429,"message":"Too Many Requests"} + Retry-After
-    validation       400 {"code":400,"message":"Validation error."}
-    unknown contact  404 {"code":404,"message":"Contact not found"}
-    blocked contact  400 {"code":400,"message":"Contact is blocked"}
-    queue            449 (no Retry-After)
-    error_rate       500 {"code":500,"message":"Unexpected error occurred"}
-    success          200 {"contactId": N}
-
-Contacts follow a documented rule, so tests can name the answer they want:
-
-- unknown (404): ``id:0`` (any ``id:`` whose number is zero), any ``phone:+0...``,
-  and any identifier containing ``unknown`` in any case;
-- blocked (400): any identifier containing ``blocked``;
-- every other identifier that passes validation exists. Its contactId is ``N``
-  for ``id:N``, otherwise a stable positive 31-bit number hashed from the
-  identifier (blake2b), the same in every run.
-
-The identifier is the one path segment between ``/v1/contact/`` and
-``/conversation/status``, percent-decoded with ``urllib.parse.unquote`` (so a
-literal ``+`` stays ``+``, ``%2B`` and ``%2F`` decode to ``+`` and ``/``). A
-query string is not part of the path: an unencoded ``?`` in an email cuts the
-path short and gets the route's 404, as it would on a real server.
-
-Rate limits are fixed windows ``floor(now / window)`` on the server's clock.
-Only requests that pass auth and are not themselves answered 429 use up budget.
-``shared_limit`` counts every path together, ``path_limit`` counts each unique
-raw path on its own (the two readings of the API's documentation). Answers
-past auth carry ``X-RateLimit-Limit`` / ``X-RateLimit-Remaining`` for the
-shared limit when one is set, else for the path's limit; ``rate_headers``
-switches them off or makes them lie.
-
-Only the standard library, anyio and h11 are imported here: the simulator must
-never share code with the client it is testing.
+Only the standard library, anyio, h11 and batcher's own simulator and clock
+modules are imported here: the simulator must never share code with the client
+it is testing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
-import random
-import re
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
-from typing import IO, Final
-from urllib.parse import unquote
+from dataclasses import dataclass
+from typing import Final
 
 import anyio
 import anyio.abc
 import h11
 from anyio.from_thread import start_blocking_portal
+
+from batcher.clock import Clock, SystemClock
+from batcher.simrules import (
+    MAX_BODY,
+    Answer,
+    RequestRecord,
+    SimulatedAPI,
+    SimulatorConfig,
+    contact_id,
+)
 
 __all__ = [
     "RequestRecord",
@@ -81,232 +48,49 @@ __all__ = [
     "serve_forever",
 ]
 
-_RATE_HEADER_MODES: Final = frozenset({"normal", "none", "zero", "garbage"})
-
-
-@dataclass(frozen=True, slots=True)
-class SimulatorConfig:
-    """How the simulated API behaves. The defaults give a well-behaved server with no limits.
-
-    Attributes:
-        token: The only bearer token accepted; ``None`` accepts any non-empty token.
-        revoke_after: After this many requests have passed auth, every request
-            gets 401, as if the token were revoked mid-run. ``None``: never.
-        shared_limit: Requests allowed per window across all paths; ``None``: no limit.
-        path_limit: Requests allowed per window for each unique request path;
-            ``None``: no limit.
-        window: Window length in seconds. Windows are fixed and aligned to
-            multiples of ``window`` on the server's clock.
-        rate_headers: ``"normal"`` (true headers when a limit is set), ``"none"``
-            (never sent), ``"zero"`` (``Limit: 0`` and ``Remaining: 0`` on every
-            answer past auth, the real limits still enforced) or ``"garbage"``
-            (non-numeric values).
-        queue_share: Share of contacts, picked by a seeded hash of the identifier,
-            that answer 449 for a while.
-        queue_hold: Seconds such a contact keeps answering 449, counted from the
-            first request for it that reached the queue check.
-        error_rate: Share of requests, past every other check, answered 500.
-        drop_rate: Share of requests whose connection is closed after the request
-            is read, without any answer.
-        latency: Seconds to wait before answering each request.
-        require_category: The workspace rule that closing needs a category:
-            a close without one (absent or empty) gets 400.
-        seed: Seeds every random choice: drops, 500s and the queued contacts.
-        log_path: If set, one JSON line per request (a ``RequestRecord``) is
-            appended there and flushed, for tests that run batcher as a subprocess.
-    """
-
-    token: str | None = None
-    revoke_after: int | None = None
-    shared_limit: int | None = None
-    path_limit: int | None = None
-    window: float = 1.0
-    rate_headers: str = "normal"
-    queue_share: float = 0.0
-    queue_hold: float = 0.0
-    error_rate: float = 0.0
-    drop_rate: float = 0.0
-    latency: float = 0.0
-    require_category: bool = False
-    seed: int = 0
-    log_path: str | None = None
-
-    def __post_init__(self) -> None:
-        # Fail at construction, not as a puzzling answer in the middle of a test.
-        if self.rate_headers not in _RATE_HEADER_MODES:
-            raise ValueError(f"rate_headers must be one of {sorted(_RATE_HEADER_MODES)}")
-        if not self.window > 0:
-            raise ValueError("window must be positive")
-        for name in ("revoke_after", "shared_limit", "path_limit"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must not be negative")
-        for name in ("queue_share", "error_rate", "drop_rate"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1")
-        if self.queue_hold < 0 or self.latency < 0:
-            raise ValueError("queue_hold and latency must not be negative")
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    """One request the simulator received, and how it answered.
-
-    Attributes:
-        time: Server clock (monotonic by default) when the request head arrived.
-        identifier: The path segment, percent-decoded, or the raw path when the
-            path did not match the endpoint.
-        raw_path: The path exactly as received, still percent-encoded, without
-            any query string.
-        body: The parsed JSON body when it was a JSON object, else ``None``.
-        status: The HTTP status answered; 0 for a dropped connection.
-        contact_id: The ``contactId`` answered with a 200, else ``None``.
-    """
-
-    time: float
-    identifier: str
-    raw_path: str
-    body: dict[str, object] | None
-    status: int
-    contact_id: int | None
-
-
 _DEFAULT_CONFIG: Final = SimulatorConfig()
-
-# Exactly one path segment: a literal "/" inside the identifier makes it another route.
-_ROUTE: Final = re.compile(r"/v1/contact/([^/]+)/conversation/status")
-# The API's documented pattern; used with fullmatch so a trailing newline cannot slip by.
-_IDENTIFIER: Final = re.compile(r"id:[0-9]+|email:[^@\s]+@[^@\s]+|phone:\+[0-9]+")
-_BODY_KEYS: Final = frozenset({"status", "category", "summary"})
-_CATEGORY_MAX: Final = 128
-_SUMMARY_MAX: Final = 512
-# Real bodies are under 1 KiB; the cap keeps a runaway client from filling memory.
-_MAX_BODY: Final = 64 * 1024
 _RECEIVE_SIZE: Final = 65536
-
-
-def _error_body(code: int, message: str) -> bytes:
-    return json.dumps({"code": code, "message": message}, separators=(",", ":")).encode()
-
-
-# Error answers never change, so they are encoded once.
-_NOT_FOUND: Final = _error_body(404, "Not found")
-_METHOD_NOT_ALLOWED: Final = _error_body(405, "Method not allowed")
-_UNAUTHORIZED: Final = _error_body(401, "UN_AUTHORIZED")
-_TOO_MANY: Final = _error_body(429, "Too Many Requests")
-_VALIDATION: Final = _error_body(400, "Validation error.")
-_CONTACT_NOT_FOUND: Final = _error_body(404, "Contact not found")
-_BLOCKED: Final = _error_body(400, "Contact is blocked")
-_IN_QUEUE: Final = _error_body(
-    449,
-    "Your request cannot be processed at the moment as it is currently in queue. "
-    "Please try again in a few minutes.",
+# A request h11 cannot parse never reaches the rules: it is the server's to refuse.
+_BAD_REQUEST: Final = Answer(
+    400, b'{"code":400,"message":"Bad request"}', ((b"content-type", b"application/json"),)
 )
-_SERVER_ERROR: Final = _error_body(500, "Unexpected error occurred")
-_BAD_REQUEST: Final = _error_body(400, "Bad request")
-_TOO_LARGE: Final = _error_body(413, "Request body too large")
-
-_REASONS: Final = {
-    200: b"OK",
-    400: b"Bad Request",
-    401: b"Unauthorized",
-    404: b"Not Found",
-    405: b"Method Not Allowed",
-    413: b"Content Too Large",
-    429: b"Too Many Requests",
-    449: b"Retry With",
-    500: b"Internal Server Error",
-}
-
-_Headers = list[tuple[bytes, bytes]]
-_JSON_HEADER: Final = (b"content-type", b"application/json")
-_ZERO_HEADERS: Final = ((b"x-ratelimit-limit", b"0"), (b"x-ratelimit-remaining", b"0"))
-_GARBAGE_HEADERS: Final = ((b"x-ratelimit-limit", b"abc"), (b"x-ratelimit-remaining", b"-x"))
-_ALLOW_POST: Final = ((b"allow", b"POST"),)
-
-#: Stands for a body that is not JSON at all, as distinct from JSON ``null``.
-_NOT_JSON: Final = object()
-
-
-def contact_id(identifier: str) -> int:
-    """The contactId the simulator answers for an existing contact (``N`` for ``id:N``)."""
-    number = identifier[3:]
-    if identifier.startswith("id:") and number.isascii() and number.isdigit():
-        return int(number)
-    digest = hashlib.blake2b(identifier.encode(), digest_size=4).digest()
-    # 31 bits keep it positive in any client's int32; 0 is reserved for "unknown".
-    return (int.from_bytes(digest, "big") & 0x7FFFFFFF) or 1
-
-
-def _is_unknown(identifier: str) -> bool:
-    if identifier.startswith("id:"):
-        return int(identifier[3:]) == 0
-    return identifier.startswith("phone:+0") or "unknown" in identifier.lower()
-
-
-def _valid_status(identifier: str, payload: object, require_category: bool) -> str | None:
-    """The body's status ("open" or "close") when the request passes validation, else None."""
-    if not isinstance(payload, dict) or not _IDENTIFIER.fullmatch(identifier):
-        return None
-    if not payload.keys() <= _BODY_KEYS:
-        return None
-    status = payload.get("status")
-    if status != "open" and status != "close":  # noqa: PLR1714 - a dict value may be unhashable
-        return None
-    if "category" in payload:
-        category = payload["category"]
-        if not isinstance(category, str) or len(category) > _CATEGORY_MAX:
-            return None
-    if "summary" in payload:
-        summary = payload["summary"]
-        if not isinstance(summary, str) or len(summary) > _SUMMARY_MAX:
-            return None
-    if require_category and status == "close" and not payload.get("category"):
-        return None
-    return "open" if status == "open" else "close"
 
 
 class Simulator:
-    """The simulated API: its state, its rules and its HTTP server.
+    """The simulated API served over HTTP/1.1: a ``SimulatedAPI`` behind an h11 server.
 
-    All state lives on one event loop and no check awaits between reading and
-    updating a counter, so concurrent connections never race. The lists and
-    dicts below are safe to read from another thread while it runs.
+    The rules decide each request without awaiting, so concurrent connections
+    never race a counter; only the latency wait and the I/O await.
     """
 
     def __init__(
         self,
         config: SimulatorConfig = _DEFAULT_CONFIG,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
-        #: The behaviour this simulator was built with.
-        self.config = config
-        #: Every request received, in the order they were answered (arrival order
-        #: unless latency lets one overtake another).
-        self.requests: list[RequestRecord] = []
-        #: identifier -> "open" | "closed": the conversation state after each 200.
-        self.statuses: dict[str, str] = {}
-        self._clock = clock
-        self._random = random.Random(config.seed)
-        #: status -> how many answers had it, kept as we go so count() is O(1).
-        self._counts: dict[int, int] = {}
-        #: Requests that passed auth, for revoke_after.
-        self._accepted = 0
-        self._limited = config.shared_limit is not None or config.path_limit is not None
-        #: Index of the window the counters below belong to.
-        self._window_index: int | None = None
-        self._shared_used = 0
-        #: raw path -> requests used in the current window; cleared when a window
-        #: starts, so it only ever holds one window's paths.
-        self._path_used: dict[str, int] = {}
-        #: identifier -> clock time of its first queue check, for queued contacts only.
-        self._queued_since: dict[str, float] = {}
-        self._log: IO[str] | None = None
+        self._clock = clock or SystemClock()
+        #: The rules and their state; the properties below read through to it.
+        self.api = SimulatedAPI(config, now=self._clock.now)
+
+    @property
+    def config(self) -> SimulatorConfig:
+        """The behaviour this simulator was built with."""
+        return self.api.config
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """Every request received, in arrival order (see ``SimulatedAPI.requests``)."""
+        return self.api.requests
+
+    @property
+    def statuses(self) -> dict[str, str]:
+        """identifier -> "open" | "closed": the conversation state after each 200."""
+        return self.api.statuses
 
     def count(self, status: int) -> int:
         """How many requests were answered with ``status`` (0: dropped)."""
-        return self._counts.get(status, 0)
+        return self.api.count(status)
 
     async def serve(
         self,
@@ -319,16 +103,14 @@ class Simulator:
         listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
         async with listener:
             # Opened before started(): a bad log path fails the start, not the first request.
-            self._open_log()
+            self.api.open_log()
             try:
                 # anyio's typed attribute lookup; ruff's S610 mistakes it for Django's.
                 bound = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610
                 task_status.started(bound)
                 await listener.serve(self._handle_connection)
             finally:
-                self._close_log()
-
-    # -- connections ---------------------------------------------------------
+                self.api.close_log()
 
     async def _handle_connection(self, stream: anyio.abc.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
@@ -365,7 +147,6 @@ class Simulator:
         request = await self._next_event(conn, stream)
         if not isinstance(request, h11.Request):
             return False  # ConnectionClosed: the client is done with this connection
-        arrival = self._clock()
         if conn.they_are_waiting_for_100_continue:
             await stream.send(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
         chunks: list[bytes] = []
@@ -374,51 +155,40 @@ class Simulator:
             event = await self._next_event(conn, stream)
             if isinstance(event, h11.Data):
                 size += len(event.data)
-                if size > _MAX_BODY:
-                    await self._send(conn, stream, 413, _TOO_LARGE, ())
-                    return False
                 chunks.append(event.data)
+                if size > MAX_BODY:
+                    # Stop reading: the rules answer 413 to what is already too large,
+                    # and the unread rest of the body means the connection closes.
+                    break
             elif isinstance(event, h11.EndOfMessage):
                 break
             else:
                 return False
-        raw_path = request.target.decode("latin-1").partition("?")[0]
-        payload = _parse_json(b"".join(chunks))
-        body = payload if isinstance(payload, dict) else None
-
-        config = self.config
-        if config.drop_rate and self._random.random() < config.drop_rate:
-            match = _ROUTE.fullmatch(raw_path)
-            identifier = unquote(match.group(1)) if match else raw_path
-            self._record(RequestRecord(arrival, identifier, raw_path, body, 0, None))
-            return False  # the caller closes the stream without a byte of answer
-        if config.latency:
-            await anyio.sleep(config.latency)
 
         authorization = None
         for name, value in request.headers:
             if name == b"authorization":
                 authorization = value
                 break
-        status, answer, headers, identifier, contact = self._decide(
-            request.method, raw_path, authorization, payload
-        )
-        self._record(RequestRecord(arrival, identifier, raw_path, body, status, contact))
-        await self._send(conn, stream, status, answer, headers)
+        answer = self.api.respond(request.method, request.target, authorization, b"".join(chunks))
+        if answer.dropped:
+            return False  # the caller closes the stream without a byte of answer
+        if answer.latency:
+            await self._clock.sleep(answer.latency)
+        await self._send(conn, stream, answer)
         return conn.our_state is h11.DONE and conn.their_state is h11.DONE
 
     async def _send(
-        self,
-        conn: h11.Connection,
-        stream: anyio.abc.SocketStream,
-        status: int,
-        body: bytes,
-        headers: tuple[tuple[bytes, bytes], ...] | _Headers,
+        self, conn: h11.Connection, stream: anyio.abc.SocketStream, answer: Answer
     ) -> None:
-        head: _Headers = [_JSON_HEADER, (b"content-length", b"%d" % len(body)), *headers]
-        response = h11.Response(status_code=status, headers=head, reason=_REASONS.get(status, b""))
+        head = [*answer.headers, (b"content-length", b"%d" % len(answer.body))]
+        response = h11.Response(status_code=answer.status, headers=head, reason=answer.reason)
         # One write per answer: three small writes would cost three syscalls.
-        data = conn.send(response) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+        data = (
+            conn.send(response)
+            + conn.send(h11.Data(data=answer.body))
+            + conn.send(h11.EndOfMessage())
+        )
         await stream.send(data)
 
     async def _refuse_malformed(self, conn: h11.Connection, stream: anyio.abc.SocketStream) -> None:
@@ -427,141 +197,7 @@ class Simulator:
         if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         with suppress(h11.LocalProtocolError, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            await self._send(conn, stream, 400, _BAD_REQUEST, ())
-
-    # -- the API's rules -----------------------------------------------------
-
-    def _decide(
-        self, method: bytes, raw_path: str, authorization: bytes | None, payload: object
-    ) -> tuple[int, bytes, _Headers, str, int | None]:
-        """Apply the checks from the module docstring: (status, body, headers, identifier, id)."""
-        match = _ROUTE.fullmatch(raw_path)
-        if match is None:
-            return 404, _NOT_FOUND, [], raw_path, None
-        identifier = unquote(match.group(1))
-        if method != b"POST":
-            return 405, _METHOD_NOT_ALLOWED, list(_ALLOW_POST), identifier, None
-        if not self._authorized(authorization):
-            return 401, _UNAUTHORIZED, [], identifier, None
-        self._accepted += 1
-
-        config = self.config
-        retry_after = self._use_budget(raw_path) if self._limited else None
-        headers = self._rate_headers(raw_path)
-        if retry_after is not None:
-            headers.append((b"retry-after", b"%d" % retry_after))
-            return 429, _TOO_MANY, headers, identifier, None
-        status = _valid_status(identifier, payload, config.require_category)
-        if status is None:
-            return 400, _VALIDATION, headers, identifier, None
-        if _is_unknown(identifier):
-            return 404, _CONTACT_NOT_FOUND, headers, identifier, None
-        if "blocked" in identifier:
-            return 400, _BLOCKED, headers, identifier, None
-        if config.queue_share and self._in_queue(identifier):
-            return 449, _IN_QUEUE, headers, identifier, None
-        if config.error_rate and self._random.random() < config.error_rate:
-            return 500, _SERVER_ERROR, headers, identifier, None
-
-        cid = contact_id(identifier)
-        self.statuses[identifier] = "open" if status == "open" else "closed"
-        return 200, b'{"contactId":%d}' % cid, headers, identifier, cid
-
-    def _authorized(self, authorization: bytes | None) -> bool:
-        if authorization is None:
-            return False
-        scheme, _, token = authorization.decode("latin-1").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            return False
-        if self.config.token is not None and token != self.config.token:
-            return False
-        revoke_after = self.config.revoke_after
-        return revoke_after is None or self._accepted < revoke_after
-
-    def _use_budget(self, raw_path: str) -> int | None:
-        """Count this request against the limits; the Retry-After seconds if over one."""
-        config = self.config
-        now = self._clock()
-        index = math.floor(now / config.window)
-        if index != self._window_index:
-            self._window_index = index
-            self._shared_used = 0
-            self._path_used.clear()
-        over = (config.shared_limit is not None and self._shared_used >= config.shared_limit) or (
-            config.path_limit is not None and self._path_used.get(raw_path, 0) >= config.path_limit
-        )
-        if over:
-            # A 429 uses no budget; the client learns when the window ends.
-            return max(1, math.ceil((index + 1) * config.window - now))
-        if config.shared_limit is not None:
-            self._shared_used += 1
-        if config.path_limit is not None:
-            self._path_used[raw_path] = self._path_used.get(raw_path, 0) + 1
-        return None
-
-    def _rate_headers(self, raw_path: str) -> _Headers:
-        mode = self.config.rate_headers
-        if mode == "zero":
-            return list(_ZERO_HEADERS)
-        if mode == "garbage":
-            return list(_GARBAGE_HEADERS)
-        if mode == "none" or not self._limited:
-            return []
-        shared_limit = self.config.shared_limit
-        if shared_limit is not None:
-            limit, used = shared_limit, self._shared_used
-        else:
-            limit = self.config.path_limit or 0
-            used = self._path_used.get(raw_path, 0)
-        return [
-            (b"x-ratelimit-limit", b"%d" % limit),
-            (b"x-ratelimit-remaining", b"%d" % max(0, limit - used)),
-        ]
-
-    def _in_queue(self, identifier: str) -> bool:
-        since = self._queued_since.get(identifier)
-        if since is None:
-            if not self._picked_for_queue(identifier):
-                return False
-            since = self._queued_since[identifier] = self._clock()
-        return self._clock() - since < self.config.queue_hold
-
-    def _picked_for_queue(self, identifier: str) -> bool:
-        # A keyed hash, not the shared Random: a contact's fate must not depend
-        # on the order requests arrive in.
-        keyed = f"{self.config.seed}\0{identifier}".encode()
-        digest = hashlib.blake2b(keyed, digest_size=8).digest()
-        return int.from_bytes(digest, "big") / 2**64 < self.config.queue_share
-
-    # -- records -------------------------------------------------------------
-
-    def _record(self, record: RequestRecord) -> None:
-        self.requests.append(record)
-        self._counts[record.status] = self._counts.get(record.status, 0) + 1
-        if self._log is not None:
-            self._log.write(json.dumps(asdict(record)) + "\n")
-            # Flushed per line: a test in another process reads it while we run.
-            self._log.flush()
-
-    def _open_log(self) -> None:
-        if self.config.log_path is not None:
-            self._log = open(self.config.log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in serve()
-
-    def _close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-
-def _parse_json(data: bytes) -> object:
-    if not data:
-        return _NOT_JSON
-    try:
-        return json.loads(data)
-    except (ValueError, RecursionError):
-        # ValueError covers bad JSON and bad UTF-8; RecursionError deeply nested arrays.
-        return _NOT_JSON
+            await self._send(conn, stream, _BAD_REQUEST)
 
 
 @dataclass(frozen=True)
@@ -583,13 +219,15 @@ class RunningSimulator:
 def running(
     config: SimulatorConfig = _DEFAULT_CONFIG,
     *,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Clock | None = None,
 ) -> Iterator[RunningSimulator]:
     """Runs a Simulator in a background thread; stops it on exit.
 
     The thread runs an asyncio event loop through
-    ``anyio.from_thread.start_blocking_portal``. ``clock`` replaces the server's
-    clock (rate windows, queue holds, record times), for tests that move time by hand.
+    ``anyio.from_thread.start_blocking_portal``. ``clock`` (default ``SystemClock()``)
+    is the server's time (rate windows, queue holds, record times) and its latency
+    wait; the loop in the thread is an ordinary one, so a ``FakeClock`` passed here
+    is time a test moves by hand with ``advance``.
     """
     simulator = Simulator(config, clock=clock)
     with start_blocking_portal(backend="asyncio") as portal:

@@ -8,15 +8,16 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 
+from batcher.clock import Clock, SystemClock
 from batcher.simulator import (
     RequestRecord,
     RunningSimulator,
@@ -25,6 +26,7 @@ from batcher.simulator import (
     contact_id,
     running,
 )
+from batcher.virtualtime import FakeClock
 
 #: The test client's bearer token (not a secret: the simulator accepts any unless told).
 BEARER = "test-token"
@@ -43,23 +45,24 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class FakeClock:
-    """A clock the test moves by hand; the server thread reads it."""
+class SleepRecordingClock(SystemClock):
+    """The real clock, except that waits are noted and take no time."""
 
-    def __init__(self, now: float = 1000.25) -> None:
-        self.now = now
+    def __init__(self) -> None:
+        self.slept: list[float] = []
 
-    def __call__(self) -> float:
-        return self.now
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        await anyio.lowlevel.checkpoint()
 
 
 @contextmanager
 def simulated(
-    config: SimulatorConfig | None = None, *, clock: FakeClock | None = None
+    config: SimulatorConfig | None = None, *, clock: Clock | None = None
 ) -> Iterator[tuple[RunningSimulator, httpx.Client]]:
     """A running simulator and a client pointed at it with a valid token."""
     with (
-        running(config or SimulatorConfig(), clock=clock or time.monotonic) as sim,
+        running(config or SimulatorConfig(), clock=clock) as sim,
         httpx.Client(base_url=sim.base_url, headers=AUTH, timeout=5) as client,
     ):
         yield sim, client
@@ -336,7 +339,7 @@ def test_shared_limit_burst_gets_exactly_the_excess_429_and_counts_down() -> Non
     clock = FakeClock(1000.25)
     with simulated(SimulatorConfig(shared_limit=3), clock=clock) as (sim, client):
         burst = [post(client, f"id:{n}") for n in range(1, 6)]
-        clock.now = 1001.0  # the next window
+        clock.advance(0.75)  # to 1001.0, the next window
         after = post(client, "id:9")
 
     assert [r.status_code for r in burst] == [200, 200, 200, 429, 429]
@@ -353,7 +356,7 @@ def test_retry_after_is_the_rest_of_the_window_rounded_up() -> None:
     clock = FakeClock(1000.5)
     with simulated(SimulatorConfig(shared_limit=0, window=10), clock=clock) as (_, client):
         early = post(client, "id:1")
-        clock.now = 1009.9
+        clock.advance(9.4)  # to 1009.9
         late = post(client, "id:1")
 
     assert early.headers["retry-after"] == "10"
@@ -362,7 +365,7 @@ def test_retry_after_is_the_rest_of_the_window_rounded_up() -> None:
 
 def test_path_limit_gives_each_path_its_own_budget() -> None:
     """With only path_limit, each unique path has its own budget, reported in the headers."""
-    clock = FakeClock()
+    clock = FakeClock(1000.25)
     with simulated(SimulatorConfig(path_limit=2), clock=clock) as (_, client):
         fresh = [post(client, f"id:{n}") for n in range(1, 6)]
         again = [post(client, "id:1") for _ in range(2)]
@@ -373,7 +376,7 @@ def test_path_limit_gives_each_path_its_own_budget() -> None:
 
 def test_shared_limit_is_reported_when_both_limits_are_set() -> None:
     """With both limits the headers report the shared one, even on a per-path 429."""
-    clock = FakeClock()
+    clock = FakeClock(1000.25)
     config = SimulatorConfig(shared_limit=10, path_limit=1)
     with simulated(config, clock=clock) as (_, client):
         answers = [post(client, i) for i in ("id:1", "id:1", "id:2")]
@@ -387,7 +390,7 @@ def test_shared_limit_is_reported_when_both_limits_are_set() -> None:
 
 def test_rate_headers_come_with_every_answer_past_auth() -> None:
     """400, 404, 449 and 500 answers carry the rate headers too, and use budget."""
-    clock = FakeClock()
+    clock = FakeClock(1000.25)
     with simulated(SimulatorConfig(shared_limit=9), clock=clock) as (_, client):
         answers = [post(client, "id:1", {"status": "x"}), post(client, "id:0")]
 
@@ -407,7 +410,7 @@ def test_rate_header_modes_lie_or_hide_but_the_limit_holds(
     mode: str, expected: tuple[str | None, str | None]
 ) -> None:
     """zero/garbage/none change only the headers: the limit and Retry-After still apply."""
-    clock = FakeClock()
+    clock = FakeClock(1000.25)
     config = SimulatorConfig(shared_limit=1, rate_headers=mode)
     with simulated(config, clock=clock) as (_, client):
         answers = [post(client, "id:1"), post(client, "id:2")]
@@ -452,10 +455,10 @@ def test_queued_contact_answers_449_until_the_hold_passes() -> None:
     config = SimulatorConfig(queue_share=1.0, queue_hold=0.3)
     with simulated(config, clock=clock) as (sim, client):
         first = post(client, "id:7")
-        clock.now = 50.2
+        clock.advance(0.2)  # to 50.2
         still = post(client, "id:7")
         other = post(client, "id:8")  # its own hold starts now
-        clock.now = 50.31
+        clock.advance(0.11)  # to 50.31
         released = post(client, "id:7")
         other_again = post(client, "id:8")
 
@@ -514,15 +517,20 @@ def test_dropped_connection_gives_no_answer_and_is_recorded_as_0() -> None:
     assert sim.simulator.count(0) == 1
 
 
-def test_latency_delays_each_answer() -> None:
-    """latency=0.2 makes each answer take at least 0.2 s."""
-    with simulated(SimulatorConfig(latency=0.2)) as (_, client):
-        start = time.monotonic()
-        response = post(client, "id:1")
-        elapsed = time.monotonic() - start
+def test_latency_is_waited_on_the_clock_before_each_answer() -> None:
+    """latency=0.2 makes the server wait 0.2 s on its clock before each answer, not on a drop."""
+    clock = SleepRecordingClock()
+    with simulated(SimulatorConfig(latency=0.2), clock=clock) as (_, client):
+        responses = [post(client, "id:1"), post(client, "id:2")]
 
-    assert response.status_code == 200
-    assert elapsed >= 0.2
+    assert [r.status_code for r in responses] == [200, 200]
+    assert clock.slept == [0.2, 0.2]
+
+    dropping = SleepRecordingClock()
+    config = SimulatorConfig(latency=0.2, drop_rate=1.0)
+    with simulated(config, clock=dropping) as (_, client), pytest.raises(httpx.RemoteProtocolError):
+        post(client, "id:1")
+    assert dropping.slept == []
 
 
 # -- log, connections, lifecycle -------------------------------------------------
