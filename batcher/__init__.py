@@ -9,6 +9,10 @@ The library API::
 
 Names are imported on first use, so ``import batcher`` (and ``batcher --help``)
 does not pay for pandas and httpx.
+
+The public surface is ``__all__`` below, the test kit ``batcher.testing`` (a fake
+clock and the simulated API in process) and the command line. Every other module
+is internal: it may change between releases without notice.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ __all__ = [
     "InputFileError",
     "Interrupted",
     "Outcome",
+    "Plan",
+    "Reason",
     "RunAborted",
     "RunSummary",
     "Settings",
@@ -42,6 +48,8 @@ _WHERE = {
     "RunAborted": "batcher.errors",
     "UsageError": "batcher.errors",
     "Outcome": "batcher.models",
+    "Plan": "batcher.models",
+    "Reason": "batcher.models",
     "RESULT_COLUMNS": "batcher.models",
     "RunSummary": "batcher.models",
     "Settings": "batcher.config",
@@ -60,7 +68,7 @@ if TYPE_CHECKING:
         RunAborted,
         UsageError,
     )
-    from batcher.models import RESULT_COLUMNS, Outcome, RunSummary
+    from batcher.models import RESULT_COLUMNS, Outcome, Plan, Reason, RunSummary
     from batcher.retry import retry_batch
     from batcher.runner import run_batch
 
@@ -72,4 +80,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+    return sorted(["__version__", *__all__])

@@ -6,13 +6,20 @@ import subprocess
 import sys
 
 import batcher
+import batcher.testing
 
 
 def test_every_exported_name_resolves() -> None:
-    """Each name in batcher.__all__ can be imported, and dir() lists them all."""
+    """Each name in batcher.__all__ can be imported from the package."""
     for name in batcher.__all__:
         assert getattr(batcher, name) is not None, name
-    assert set(batcher.__all__) <= set(dir(batcher))
+
+
+def test_dir_lists_exactly_the_public_names() -> None:
+    """dir(batcher) offers the exported names and the version, and none of the package's
+    own imports (importlib, TYPE_CHECKING, ...) as if they were API."""
+    public = {name for name in dir(batcher) if not name.startswith("_")}
+    assert public == set(batcher.__all__)
 
 
 def test_exported_names_are_the_documented_ones() -> None:
@@ -24,7 +31,9 @@ def test_exported_names_are_the_documented_ones() -> None:
             "InputFileError",
             "Interrupted",
             "Outcome",
+            "Plan",
             "RESULT_COLUMNS",
+            "Reason",
             "RunAborted",
             "RunSummary",
             "Settings",
@@ -34,6 +43,17 @@ def test_exported_names_are_the_documented_ones() -> None:
             "run_batch",
         ]
     )
+
+
+def test_the_test_kit_exports_what_its_docs_name() -> None:
+    """batcher.testing offers FakeClock, SimulatorConfig and simulated_transport, each usable."""
+    assert sorted(batcher.testing.__all__) == [
+        "FakeClock",
+        "SimulatorConfig",
+        "simulated_transport",
+    ]
+    for name in batcher.testing.__all__:
+        assert callable(getattr(batcher.testing, name)), name
 
 
 def test_import_batcher_does_not_import_pandas_or_httpx() -> None:
