@@ -75,8 +75,11 @@ def recover_reason(outcome: Outcome, http_status: int | None, error: str) -> Rea
     """The reason of a row read back from a results file, which has no reason column.
 
     Rows that were answered are told apart by their outcome and HTTP status. A skipped
-    row carries no status, so its reason is found by the text batcher itself wrote for it
-    (``TEXTS``, the same table that wrote it); a server's message is never read.
+    row carries no status: its reason is looked up by the text batcher itself wrote for it
+    (``TEXTS``, the same table that wrote it), and a text not found there reads as not
+    sent (worth sending again). A server's message is never read. ``batcher retry`` finds
+    duplicates again by their rule (``feed.Classifier``), so its choice of rows depends on
+    these texts only for a dry run's rows.
     """
     if outcome is Outcome.OK:
         return Reason.SENT

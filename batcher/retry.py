@@ -10,14 +10,16 @@ reached the server, so the contact's rows still apply in file order.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Collection, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Unpack
 
 from batcher.config import Settings
 from batcher.errors import InputFileError, UsageError
-from batcher.feed import Source
-from batcher.models import RESULT_COLUMNS, Outcome, Record, Result, RunSummary
+from batcher.feed import Classifier, Kind, Source
+from batcher.models import RESULT_COLUMNS, Outcome, Reason, Record, Result, RunSummary
 from batcher.policy import recover_reason, worth_retrying
 from batcher.reader import read_records, scan_input
 from batcher.runner import RunOptions, start_run
@@ -64,10 +66,22 @@ def retry_source(
     extra_columns = tuple(names[i] for i in keep)
 
     def results() -> Iterator[Result]:
-        for record in read_records(info):
-            result = _as_result(record, at, keep)
-            if result is not None:
+        # A duplicate is found again by the rule that found it (feed.Classifier), not by
+        # the words of its error: the results file has no reason column.
+        classifier = Classifier(
+            allowed_categories=settings.allowed_categories, done_rows=array("q")
+        )
+        try:
+            for record in read_records(info):
+                result = _as_result(record, at, keep)
+                if result is None:
+                    continue
+                repeat = classifier.classify(result.record).kind is Kind.DUPLICATE
+                if result.outcome is Outcome.SKIPPED and repeat:
+                    result = replace(result, reason=Reason.DUPLICATE)
                 yield result
+        finally:
+            classifier.close()
 
     def chosen(result: Result) -> bool:
         return worth_retrying(result.reason) if outcomes is None else result.outcome in outcomes
