@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-import anyio
 import httpx
 import pytest
 
-from batcher import AuthenticationFailed, Outcome, Settings, run_batch
+from batcher import Outcome, Settings, run_batch
 from batcher.lock import RunLock
 from batcher.models import RESULT_COLUMNS
 from batcher.progress import NullProgress
@@ -207,6 +205,8 @@ def test_same_contact_rows_apply_in_file_order(
     assert all(statuses[f"id:{i + 501}"] == "open" for i in range(40))
 
 
+# A 401 while other workers wait out a long 429 pause, and the grace period after any stop,
+# are proven in virtual time in tests/test_lifecycle.py.
 def test_401_stops_at_once_and_marks_the_rest_skipped(
     tmp_path: Path, cli: Cli, simulator: Sim, token_env: str, fast: Path
 ) -> None:
@@ -411,31 +411,6 @@ def test_extra_column_named_like_a_results_column_exits_2(
     assert result.code == 2
     assert repr(name.strip()) in result.err
     assert "rename" in result.err
-
-
-def test_a_401_while_others_wait_out_a_429_ends_the_run_promptly(tmp_path: Path) -> None:
-    """A 401 stops the run within the grace period, even while workers wait out a long 429."""
-
-    async def handler(request: httpx.Request) -> httpx.Response:
-        identifier = request.url.raw_path.decode().split("/")[3]
-        if identifier == "id:1":  # every worker not yet sending now waits 60 s for its turn
-            await anyio.sleep(0.05)
-            return httpx.Response(429, json={"code": 429, "message": "Too Many Requests"},
-                                  headers={"Retry-After": "60"})  # fmt: skip
-        await anyio.sleep(0.2)  # id:2 was on the wire when the 429 came
-        return httpx.Response(401, json={"code": 401, "message": "UN_AUTHORIZED"})
-
-    source = write_csv(tmp_path / "in.csv", HEADER, ids(20, start=1))
-    settings = Settings(base_url="http://127.0.0.1:9/v1", start_rate=1000.0)
-    started = time.monotonic()
-    with pytest.raises(AuthenticationFailed):
-        run_batch(
-            source, settings=settings, token="test-token-1", transport=httpx.MockTransport(handler)
-        )
-    assert time.monotonic() - started < 15  # not the 60 s of Retry-After
-    got = read_results(tmp_path / "in.results.csv")
-    assert [int(r["row"]) for r in got] == list(range(1, 21))
-    assert got[0]["outcome"] == "skipped"  # the 429'd row was waiting, not answered
 
 
 def test_an_unexpected_error_keeps_the_journal_and_every_row(tmp_path: Path) -> None:
