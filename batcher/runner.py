@@ -334,7 +334,7 @@ class _Run:
             ):
                 background.start_soon(self._show_progress, queue)
                 async with anyio.create_task_group() as tasks:
-                    stopper.attach(tasks.cancel_scope)
+                    stopper.attach(tasks.cancel_scope, on_stop=workers.stop_waiting)
                     if handle_signals:
                         background.start_soon(stopper.watch_signals)
                     if settings.max_duration and not self.dry_run:

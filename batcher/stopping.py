@@ -6,8 +6,9 @@ on an unexpected error. Whatever the cause, a stop does the same things, once:
 * it takes the reason (the first stop wins; later ones change nothing);
 * the work queue hands out nothing more, and every row it still held is
   recorded ``skipped`` with that reason (the same command sends them again);
-* requests already on the wire get ``GRACE`` seconds to be answered; a second
-  Ctrl-C ends them at once.
+* workers waiting for a turn stop waiting (``on_stop`` hooks), and requests
+  already on the wire get ``GRACE`` seconds to be answered; a second Ctrl-C
+  ends them at once.
 
 The runner records the rows never read into the queue, and the rows cut off on
 the wire, when the run ends (``runner``), and raises ``error()`` if there is one.
@@ -16,6 +17,7 @@ the wire, when the run ends (``runner``), and raises ``error()`` if there is one
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 
 import anyio
 
@@ -51,14 +53,17 @@ class Stopper:
         self.reason: Reason | None = None
         self._work: anyio.CancelScope | None = None
         self._signalled = False
+        self._on_stop: list[Callable[[], None]] = []
 
     @property
     def stopped(self) -> bool:
         return self.reason is not None
 
-    def attach(self, work: anyio.CancelScope) -> None:
-        """The scope of the feeder and the workers: what the grace period bounds."""
+    def attach(self, work: anyio.CancelScope, *, on_stop: Callable[[], None]) -> None:
+        """The scope of the feeder and the workers (what the grace period bounds), and what
+        else a stop must do at once."""
         self._work = work
+        self._on_stop.append(on_stop)
 
     def stop(self, reason: Reason, note: str) -> None:
         """Send nothing more; rows still queued are recorded as not sent for ``reason``."""
@@ -72,6 +77,8 @@ class Stopper:
             self._work.deadline = min(self._work.deadline, self._clock.now() + GRACE)
         for job in self._queue.stop():
             self._recorder.not_sent(job, reason)
+        for hook in self._on_stop:
+            hook()
 
     def crashed(self) -> None:
         """The run ended on an error nobody asked for: its unsent rows say so."""

@@ -8,6 +8,8 @@ queue for another try, or a stop.
 
 from __future__ import annotations
 
+import anyio
+
 from batcher.attemptlog import Attempt, AttemptLog
 from batcher.client import AelystClient
 from batcher.clock import Clock
@@ -45,14 +47,28 @@ class Workers:
         self._progress = progress
         #: Rows whose request is on the wire, by row: a stop cuts these off.
         self.on_wire: dict[int, Job] = {}
+        #: Workers waiting for a turn: a stop ends their wait at once (only requests on
+        #: the wire get the grace period).
+        self._waiting: set[anyio.CancelScope] = set()
+
+    def stop_waiting(self) -> None:
+        """End every wait for a turn (the run has stopped; nothing more is sent)."""
+        for scope in self._waiting:
+            scope.cancel()
 
     async def work(self, client: AelystClient) -> None:
         """One worker: send rows until the queue has none left or the run stops."""
         pacer, clock = self._pacer, self._clock
         while (job := await self._queue.get()) is not None:
-            await pacer.acquire(job.contact)
+            with anyio.CancelScope() as waiting:
+                self._waiting.add(waiting)
+                try:
+                    await pacer.acquire(job.contact)
+                finally:
+                    self._waiting.discard(waiting)
             if self._stopper.reason is not None:  # stopped while this worker waited its turn
-                pacer.release()
+                if not waiting.cancelled_caught:
+                    pacer.release()
                 self._recorder.not_sent(job, self._stopper.reason)
                 continue
             row = job.request.row
