@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "RESULT_COLUMNS",
+    "ApiUnreachable",
     "AuthenticationFailed",
     "BatcherError",
     "InputFileError",
@@ -34,6 +35,7 @@ __all__ = [
     "RunAborted",
     "RunSummary",
     "Settings",
+    "TooManyErrors",
     "UsageError",
     "load_settings",
     "retry_batch",
@@ -41,11 +43,13 @@ __all__ = [
 ]
 
 _WHERE = {
+    "ApiUnreachable": "batcher.errors",
     "AuthenticationFailed": "batcher.errors",
     "BatcherError": "batcher.errors",
     "InputFileError": "batcher.errors",
     "Interrupted": "batcher.errors",
     "RunAborted": "batcher.errors",
+    "TooManyErrors": "batcher.errors",
     "UsageError": "batcher.errors",
     "Outcome": "batcher.models",
     "Plan": "batcher.models",
@@ -61,11 +65,13 @@ _WHERE = {
 if TYPE_CHECKING:
     from batcher.config import Settings, load_settings
     from batcher.errors import (
+        ApiUnreachable,
         AuthenticationFailed,
         BatcherError,
         InputFileError,
         Interrupted,
         RunAborted,
+        TooManyErrors,
         UsageError,
     )
     from batcher.models import RESULT_COLUMNS, Outcome, Plan, Reason, RunSummary

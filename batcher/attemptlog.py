@@ -2,7 +2,8 @@
 
 Each line: ``time`` (UTC, ISO 8601), ``row``, ``identifier``, ``attempt``,
 ``http_status`` (null when no answer came), ``latency_ms``, ``pace`` (the
-run's requests per second when it was sent) and ``error``. With ``redact``,
+run's requests per second when it was sent), ``error`` and ``probe`` (true for
+the one request an outage lets through to see whether the API is back). With ``redact``,
 emails and phone numbers become stable pseudonyms (``email:#`` and the first
 16 hex digits of their SHA-256), the same in every run, so lines about one
 contact can still be grouped. The token is never in it.
@@ -30,6 +31,7 @@ class Attempt:
         latency: Seconds from sending to the answer (or the error).
         pace: The run's requests per second when it was sent.
         error: The error text ("" for a clean 200).
+        probe: Sent as the one probe of an outage (``batcher.health``).
     """
 
     row: int
@@ -39,6 +41,7 @@ class Attempt:
     latency: float
     pace: float
     error: str
+    probe: bool = False
 
 
 class AttemptLog(Protocol):
@@ -83,6 +86,7 @@ class JsonAttemptLog:
             "latency_ms": round(attempt.latency * 1000, 1),
             "pace": round(attempt.pace, 2),
             "error": attempt.error,
+            "probe": attempt.probe,
         }
         self._file.write(json.dumps(line, ensure_ascii=False) + "\n")
         self._file.flush()

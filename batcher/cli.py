@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -31,7 +32,8 @@ API's rate limit allows, and write what happened to each row to a results CSV.
 
 exit codes: 0 every row ok (or skipped as a duplicate); 1 the run finished but
 some rows are not ok; 2 the run could not start (nothing sent); 3 the run was
-aborted part-way (authentication failed, interrupted)."""
+aborted part-way (authentication failed, interrupted, the API unreachable for
+longer than --outage-wait, rows refused alike or too often)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -200,6 +202,25 @@ def _add_run_options(run: argparse.ArgumentParser, *, retry_command: bool = Fals
         "as on SIGTERM and exit 1; the same command resumes",
     )
     run.add_argument(
+        "--outage-wait",
+        metavar="DURATION",
+        help="how long the API may stay unreachable before the run stops as on SIGTERM "
+        "(exit 3, resumable; default 10m; 0 stops at once)",
+    )
+    run.add_argument(
+        "--max-same-errors",
+        type=int,
+        metavar="N",
+        help="stop (exit 3, resumable) when the last N rows answered were all refused "
+        "with the same status and message (default 50; 0 = off)",
+    )
+    run.add_argument(
+        "--max-errors",
+        metavar="N|P%",
+        help="stop (exit 3, resumable) once N rows, or P%% of the rows answered (after "
+        "100), are refused or failed (default: off)",
+    )
+    run.add_argument(
         "--summary-json",
         type=Path,
         metavar="FILE",
@@ -232,6 +253,9 @@ def _settings_from(args: argparse.Namespace) -> Any:
         "delimiter": {"tab": "\t", "\\t": "\t"}.get(args.delimiter, args.delimiter),
         "progress": False if args.no_progress else None,
         "max_duration": parse_duration(args.max_duration) if args.max_duration else None,
+        "outage_wait": parse_duration(args.outage_wait) if args.outage_wait else None,
+        "max_same_errors": args.max_same_errors,
+        "max_errors": args.max_errors,
     }
     return load_settings(args.config, overrides)
 
@@ -406,6 +430,19 @@ def _add_simulator_options(sim: argparse.ArgumentParser) -> None:
         metavar="N",
         help="answer 401 to everything after N accepted requests",
     )
+    sim.add_argument(
+        "--down-after",
+        type=int,
+        metavar="N",
+        help="after N requests the API goes down: connections are reset (0: down from the start)",
+    )
+    sim.add_argument(
+        "--down-for",
+        type=float,
+        default=math.inf,
+        metavar="SECONDS",
+        help="how long the API stays down after --down-after (default: for good)",
+    )
     sim.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     sim.add_argument("--log", metavar="FILE", help="append one JSON line per request")
 
@@ -435,6 +472,8 @@ def _simulator_config(args: argparse.Namespace) -> SimulatorConfig:
             latency=args.latency,
             require_category=args.require_category,
             seed=args.seed,
+            down_after=args.down_after,
+            down_for=args.down_for,
             log_path=args.log,
         )
     except ValueError as exc:

@@ -48,6 +48,12 @@ class Settings:
         progress: Show a progress bar (only ever on a terminal).
         max_duration: Seconds after which the run takes no new rows and ends as on
             SIGTERM (resumable); 0 for no deadline.
+        outage_wait: Seconds the API may stay unreachable before the run stops as on
+            SIGTERM (resumable, exit 3); 0 stops as soon as an outage is seen.
+        max_same_errors: Rows in a row, for different contacts, refused with the same
+            status and message that stop the run (exit 3); 0: never.
+        max_errors: Rows refused or failed that stop the run (exit 3): a count ("100")
+            or a share of the rows answered ("5%", judged after 100); "": never.
     """
 
     base_url: str = DEFAULT_BASE_URL
@@ -68,9 +74,34 @@ class Settings:
     delimiter: str = ""
     progress: bool = True
     max_duration: float = 0.0
+    outage_wait: float = 600.0
+    max_same_errors: int = 50
+    max_errors: str = ""
 
     def __post_init__(self) -> None:
         _check(self)
+
+    @property
+    def error_limit(self) -> tuple[int | None, float | None]:
+        """``max_errors`` as (a count, a share from 0 to 1); None where not set."""
+        return parse_error_limit(self.max_errors)
+
+
+def parse_error_limit(text: str) -> tuple[int | None, float | None]:
+    """``"100"`` as (100, None), ``"5%"`` as (None, 0.05), ``""`` as (None, None)."""
+    text = text.strip()
+    if not text:
+        return None, None
+    try:
+        if text.endswith("%"):
+            share = float(text[:-1]) / 100
+            if 0 < share <= 1:
+                return None, share
+        elif int(text) > 0:
+            return int(text), None
+    except ValueError:
+        pass
+    raise UsageError(f"max_errors must be a count like 100 or a share like 5%, not {text!r}")
 
 
 def load_settings(config_file: Path | None, overrides: Mapping[str, Any]) -> Settings:
@@ -101,7 +132,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
                 f"(known keys: {', '.join(sorted(known))})"
             )
         default = getattr(Settings(), key)
-        if isinstance(default, tuple):
+        if key in _DURATIONS and isinstance(value, str):
+            data[key] = parse_duration(value)
+        elif key == "max_errors" and isinstance(value, int) and not isinstance(value, bool):
+            data[key] = str(value)
+        elif isinstance(default, tuple):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise UsageError(f"config file {str(path)!r}: {key} must be a list of strings")
             data[key] = tuple(value)
@@ -113,6 +148,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         elif not isinstance(value, type(default)):
             raise UsageError(f"config file {str(path)!r}: {key} must be a {_kind(default)}")
     return data
+
+
+#: Keys a config file may give as a duration ("10m") as well as a number of seconds.
+_DURATIONS = frozenset({"max_duration", "outage_wait"})
 
 
 def _kind(value: object) -> str:
@@ -127,6 +166,11 @@ def _check(s: Settings) -> None:
     for name in ("start_rate", "window", "timeout", "backoff_base", "backoff_max"):
         if not getattr(s, name) > 0:
             raise UsageError(f"{name} must be more than 0, not {getattr(s, name)}")
+    if not s.outage_wait >= 0:
+        raise UsageError(f"outage_wait must be 0 (stop at once) or more, not {s.outage_wait}")
+    if s.max_same_errors < 0:
+        raise UsageError(f"max_same_errors must be 0 (off) or more, not {s.max_same_errors}")
+    parse_error_limit(s.max_errors)
     if not s.max_duration >= 0:
         raise UsageError(f"max_duration must be 0 (none) or more seconds, not {s.max_duration}")
     if not s.rate >= 0:

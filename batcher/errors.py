@@ -10,7 +10,9 @@ one place::
     │   └── InputFileError       exit 2: unreadable input, missing or duplicate column
     └── RunAborted               exit 3: the run stopped part-way
         ├── AuthenticationFailed     the server answered 401
-        └── Interrupted              Ctrl-C / SIGTERM
+        ├── Interrupted              Ctrl-C / SIGTERM
+        ├── ApiUnreachable           an outage outlasted --outage-wait
+        └── TooManyErrors            --max-same-errors or --max-errors was reached
 
 Nothing here ever holds the API token: messages name the environment
 variable that holds it, never its value.
@@ -53,3 +55,11 @@ class AuthenticationFailed(RunAborted):
 
 class Interrupted(RunAborted):
     """The run was interrupted (Ctrl-C, SIGTERM)."""
+
+
+class ApiUnreachable(RunAborted):
+    """The API did not answer for longer than ``--outage-wait``."""
+
+
+class TooManyErrors(RunAborted):
+    """Rows were refused alike (``--max-same-errors``) or too often (``--max-errors``)."""

@@ -50,6 +50,12 @@ class Reason(StrEnum):
     DUPLICATE = "duplicate"
     #: skipped: a dry run sends nothing.
     DRY_RUN = "dry_run"
+    #: skipped: the API was unreachable for longer than ``--outage-wait``.
+    NOT_SENT_OUTAGE = "not_sent_outage"
+    #: skipped: ``--max-same-errors`` rows in a row were refused the same way.
+    NOT_SENT_SAME_ERRORS = "not_sent_same_errors"
+    #: skipped: ``--max-errors`` rows were refused or failed.
+    NOT_SENT_MAX_ERRORS = "not_sent_max_errors"
     #: skipped: the run was interrupted (Ctrl-C, SIGTERM) before this row was sent.
     NOT_SENT_INTERRUPTED = "not_sent_interrupted"
     #: skipped: ``--max-duration`` was reached before this row was sent.
@@ -70,6 +76,9 @@ TEXTS: dict[Reason, str] = {
     Reason.NOT_SENT_DEADLINE: "not sent: deadline",
     Reason.NOT_SENT_AUTH: "not sent: authentication failed",
     Reason.NOT_SENT_ERROR: "not sent: the run stopped on an error",
+    Reason.NOT_SENT_OUTAGE: "not sent: the API was unreachable",
+    Reason.NOT_SENT_SAME_ERRORS: "not sent: the run stopped on identical refusals",
+    Reason.NOT_SENT_MAX_ERRORS: "not sent: the run stopped at --max-errors",
     Reason.IN_FLIGHT_INTERRUPTED: "interrupted while in flight (the call may have been applied)",
     Reason.AUTH_REFUSED: "authentication failed: ",
 }
@@ -177,6 +186,25 @@ class Result:
         return self.record.row
 
 
+@dataclass(frozen=True, slots=True)
+class OutageRecord:
+    """One stretch of the API not answering, for the summary.
+
+    Attributes:
+        start: When it began (UTC, ISO 8601).
+        end: When the API answered again ("" if it had not when the run ended).
+        seconds: How long it lasted (or had lasted).
+        probes: Probes sent during it.
+        last_error: The last error seen in it.
+    """
+
+    start: str
+    end: str
+    seconds: float
+    probes: int
+    last_error: str
+
+
 @dataclass(slots=True)
 class RunSummary:
     """Counts for a whole run, filled in as results are recorded.
@@ -205,6 +233,8 @@ class RunSummary:
     #: Wall-clock start and end of the run, UTC, ISO 8601.
     started_at: str = ""
     ended_at: str = ""
+    #: Every stretch of the API not answering (see ``batcher.health``).
+    outages: list[OutageRecord] = field(default_factory=list)
     #: The first few requests a dry run would send: (method, URL, JSON body).
     sample_requests: list[tuple[str, str, str]] = field(default_factory=list)
 

@@ -37,6 +37,9 @@ _NOT_FINAL = frozenset(
         Reason.NOT_SENT_DEADLINE,
         Reason.NOT_SENT_AUTH,
         Reason.NOT_SENT_ERROR,
+        Reason.NOT_SENT_OUTAGE,
+        Reason.NOT_SENT_SAME_ERRORS,
+        Reason.NOT_SENT_MAX_ERRORS,
         Reason.IN_FLIGHT_INTERRUPTED,
         Reason.AUTH_REFUSED,
     }
@@ -181,10 +184,19 @@ class Policy:
     backoff_max: float = 30.0
     rng: random.Random = random.Random()  # noqa: RUF009 - shared only when none is given
 
-    def decide(self, answer: Answer, tries: Tries) -> tuple[Tries, Decision]:
-        """What follows ``answer`` for a row that had been through ``tries`` before it."""
+    def decide(
+        self, answer: Answer, tries: Tries, *, api_down: bool = False
+    ) -> tuple[Tries, Decision]:
+        """What follows ``answer`` for a row that had been through ``tries`` before it.
+
+        ``api_down``: the run is waiting out an outage (``batcher.health``); a retryable
+        failure then costs the row none of its attempts, and it goes again when the run's
+        probe lets it.
+        """
         tries = replace(tries, attempts=tries.attempts + 1, last_status=answer.http_status)
         kind = answer.kind
+        if api_down and kind is AnswerKind.RETRYABLE:
+            return tries, Retry(0.0)
         if kind is AnswerKind.OK:
             return tries, Finish(Outcome.OK, Reason.SENT, contact_id=answer.contact_id)
         if kind is AnswerKind.REFUSED:

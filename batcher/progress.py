@@ -26,8 +26,11 @@ class Progress(Protocol):
     def note(self, message: str) -> None:
         """A line for the person watching (on stderr, without breaking the bar)."""
 
-    def show(self, *, pace: float, waiting: int, due_in: float, paused_for: float) -> None:
-        """The pace (requests/s), rows set aside (449, backoff) and when the next is due."""
+    def show(
+        self, *, pace: float, waiting: int, due_in: float, paused_for: float, outage: str = ""
+    ) -> None:
+        """The pace (requests/s), rows set aside (449, backoff) and when the next is due,
+        and an outage going on ("API unreachable since ..., next try in 8 s")."""
 
     def close(self) -> None: ...
 
@@ -48,7 +51,9 @@ class NullProgress:
         if self._stream is not None:
             print(f"batcher: {message}", file=self._stream, flush=True)
 
-    def show(self, *, pace: float, waiting: int, due_in: float, paused_for: float) -> None:
+    def show(
+        self, *, pace: float, waiting: int, due_in: float, paused_for: float, outage: str = ""
+    ) -> None:
         pass
 
     def close(self) -> None:
@@ -96,12 +101,17 @@ class BarProgress:
         if self._bar is not None:
             self._bar.update(1)
 
-    def show(self, *, pace: float, waiting: int, due_in: float, paused_for: float) -> None:
-        text = f"{pace:.1f} req/s ok={self._ok} failed={self._failed} waiting(449)={waiting}"
-        if waiting:
-            text += f" next in {due_in:.0f}s"
-        if paused_for > 0:
-            text += f" paused {paused_for:.1f}s (429)"
+    def show(
+        self, *, pace: float, waiting: int, due_in: float, paused_for: float, outage: str = ""
+    ) -> None:
+        if outage:
+            text = outage
+        else:
+            text = f"{pace:.1f} req/s ok={self._ok} failed={self._failed} waiting(449)={waiting}"
+            if waiting:
+                text += f" next in {due_in:.0f}s"
+            if paused_for > 0:
+                text += f" paused {paused_for:.1f}s (429)"
         if text != self._text and self._bar is not None:
             self._text = text
             self._bar.set_postfix_str(text, refresh=False)

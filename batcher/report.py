@@ -92,6 +92,16 @@ def summary_json(
         "requests_per_second": round(requests_per_second(summary), 2),
         "stopped": summary.stopped,
         "stop_reason": summary.stop_reason.value if summary.stop_reason else None,
+        "outages": [
+            {
+                "start": o.start,
+                "end": o.end or None,
+                "seconds": round(o.seconds, 1),
+                "probes": o.probes,
+                "last_error": o.last_error,
+            }
+            for o in summary.outages
+        ],
         "exit_code": exit_code,
     }
 

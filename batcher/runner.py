@@ -39,6 +39,7 @@ from batcher.clock import Clock, SystemClock
 from batcher.config import Settings, checked_token, read_token
 from batcher.errors import UsageError
 from batcher.feed import Classifier, Feeder, Source, contains, input_source, plan
+from batcher.health import Health, HealthLimits
 from batcher.journal import Journal, journal_path
 from batcher.limiter import Pacer, PacingConfig
 from batcher.lock import RunLock
@@ -290,7 +291,18 @@ class _Run:
             progress=self.progress,
             token_env=settings.token_env,
         )
+        count, share = settings.error_limit
+        health = Health(
+            HealthLimits(
+                outage_wait=settings.outage_wait,
+                max_same_errors=settings.max_same_errors,
+                max_errors=count,
+                max_errors_share=share,
+            ),
+            clock,
+        )
         workers = Workers(
+            health=health,
             queue=queue,
             pacer=self.pacer,
             policy=Policy(
@@ -332,7 +344,7 @@ class _Run:
                 ) as client,
                 anyio.create_task_group() as background,
             ):
-                background.start_soon(self._show_progress, queue)
+                background.start_soon(self._show_progress, queue, health)
                 async with anyio.create_task_group() as tasks:
                     stopper.attach(tasks.cancel_scope, on_stop=workers.stop_waiting)
                     if handle_signals:
@@ -351,6 +363,8 @@ class _Run:
                 stopper.crashed()
             classifier.close()
             self.progress.close()
+            health.close()
+            self.summary.outages = health.history
             self.summary.stop_reason = stopper.reason
             self._finish(recorder, workers, started)
         error = stopper.error(self.summary)
@@ -388,13 +402,14 @@ class _Run:
             else:
                 recorder.record(Result(record, Outcome.SKIPPED, error=TEXTS[reason], reason=reason))
 
-    async def _show_progress(self, queue: WorkQueue) -> None:
+    async def _show_progress(self, queue: WorkQueue, health: Health) -> None:
         while True:
             self.progress.show(
                 pace=self.pacer.rate,
                 waiting=queue.waiting,
                 due_in=queue.next_due_in,
                 paused_for=self.pacer.paused_for,
+                outage=health.outage_note(),
             )
             await self.clock.sleep(0.5)
 

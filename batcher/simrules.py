@@ -7,6 +7,10 @@ and slow answers. Two shells serve these same rules, so a test can pick either
 and get the same answers: ``batcher.simulator`` over real HTTP/1.1 (anyio + h11)
 and ``batcher.simtransport`` in process, as an httpx transport.
 
+Before any request, a connection may be refused outright: from the moment
+``down_after`` requests have arrived, for ``down_for`` seconds, the API is down
+(``refuses_connection``; each refusal is timed in ``refusals``).
+
 Each request goes through these checks, in order; the first that fires answers::
 
     drop_rate        the connection is closed after the request is read, no answer
@@ -113,6 +117,10 @@ class SimulatorConfig:
         require_category: The workspace rule that closing needs a category:
             a close without one (absent or empty) gets 400.
         seed: Seeds every random choice: drops, 500s and the queued contacts.
+        down_after: After this many requests have arrived, the API goes down: every
+            connection is refused for ``down_for`` seconds. ``None``: never; 0: down
+            from the start.
+        down_for: Seconds the API stays down (``math.inf``: for good).
         log_path: If set, one JSON line per request (a ``RequestRecord``) is
             appended there and flushed, for tests that run batcher as a subprocess.
     """
@@ -130,6 +138,8 @@ class SimulatorConfig:
     latency: float = 0.0
     require_category: bool = False
     seed: int = 0
+    down_after: int | None = None
+    down_for: float = 0.0
     log_path: str | None = None
 
     def __post_init__(self) -> None:
@@ -138,15 +148,15 @@ class SimulatorConfig:
             raise ValueError(f"rate_headers must be one of {sorted(_RATE_HEADER_MODES)}")
         if not self.window > 0:
             raise ValueError("window must be positive")
-        for name in ("revoke_after", "shared_limit", "path_limit"):
+        for name in ("revoke_after", "shared_limit", "path_limit", "down_after"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must not be negative")
         for name in ("queue_share", "error_rate", "drop_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
-        if self.queue_hold < 0 or self.latency < 0:
-            raise ValueError("queue_hold and latency must not be negative")
+        if self.queue_hold < 0 or self.latency < 0 or self.down_for < 0:
+            raise ValueError("queue_hold, latency and down_for must not be negative")
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +356,23 @@ class SimulatedAPI:
         #: identifier -> clock time of its first queue check, for queued contacts only.
         self._queued_since: dict[str, float] = {}
         self._log: IO[str] | None = None
+        #: When each refused connection was attempted (the API was down).
+        self.refusals: list[float] = []
+        #: When the outage began, once it has.
+        self._down_since: float | None = None
+
+    def refuses_connection(self) -> bool:
+        """Whether the API is down now (``down_after``/``down_for``); a refusal is timed."""
+        config = self.config
+        if config.down_after is None or len(self.requests) < config.down_after:
+            return False
+        now = self._now()
+        if self._down_since is None:
+            self._down_since = now
+        if now - self._down_since >= config.down_for:
+            return False
+        self.refusals.append(now)
+        return True
 
     def count(self, status: int) -> int:
         """How many requests were answered with ``status`` (0: dropped)."""

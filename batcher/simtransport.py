@@ -57,6 +57,8 @@ class SimulatedTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Answer ``request`` by the rules, after the answer's latency on the clock."""
+        if self.api.refuses_connection():
+            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
         body = await request.aread()
         # The path as sent, still percent-encoded: the rules decode the identifier
         # themselves, and count per-path budgets by the raw path, as the server does.

@@ -147,6 +147,8 @@ class Simulator:
         request = await self._next_event(conn, stream)
         if not isinstance(request, h11.Request):
             return False  # ConnectionClosed: the client is done with this connection
+        if self.api.refuses_connection():
+            return False  # down: the connection is reset without an answer
         if conn.they_are_waiting_for_100_continue:
             await stream.send(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
         chunks: list[bytes] = []

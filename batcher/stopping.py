@@ -1,7 +1,9 @@
 """Stopping a run early: the one owner of why, when, and what a stop does.
 
-A run stops early on Ctrl-C or SIGTERM, at ``--max-duration``, on a 401, or
-on an unexpected error. Whatever the cause, a stop does the same things, once:
+A run stops early on Ctrl-C or SIGTERM, at ``--max-duration``, on a 401, when
+the run's health says so (an outage longer than ``--outage-wait``, refusals that
+hit every row: ``batcher.health``), or on an unexpected error. Whatever the
+cause, a stop does the same things, once:
 
 * it takes the reason (the first stop wins; later ones change nothing);
 * the work queue hands out nothing more, and every row it still held is
@@ -22,7 +24,13 @@ from collections.abc import Callable
 import anyio
 
 from batcher.clock import Clock
-from batcher.errors import AuthenticationFailed, Interrupted, RunAborted
+from batcher.errors import (
+    ApiUnreachable,
+    AuthenticationFailed,
+    Interrupted,
+    RunAborted,
+    TooManyErrors,
+)
 from batcher.models import Reason, RunSummary
 from batcher.progress import Progress
 from batcher.recording import Recorder
@@ -51,6 +59,8 @@ class Stopper:
         self._token_env = token_env
         #: Why the run stopped early, or None while it has not.
         self.reason: Reason | None = None
+        #: What the person watching was told when it stopped.
+        self.message = ""
         self._work: anyio.CancelScope | None = None
         self._signalled = False
         self._on_stop: list[Callable[[], None]] = []
@@ -70,6 +80,7 @@ class Stopper:
         if self.reason is not None:
             return
         self.reason = reason
+        self.message = note
         self._progress.note(note)
         # Requests in flight get GRACE seconds; a worker waiting for its turn (after a 429,
         # up to Retry-After) is not waited for.
@@ -119,6 +130,10 @@ class Stopper:
                 "the same command again sends only those",
                 summary=summary,
             )
+        if self.reason is Reason.NOT_SENT_OUTAGE:
+            return ApiUnreachable(self.message, summary=summary)
+        if self.reason in (Reason.NOT_SENT_SAME_ERRORS, Reason.NOT_SENT_MAX_ERRORS):
+            return TooManyErrors(self.message, summary=summary)
         if self.reason is Reason.NOT_SENT_INTERRUPTED:
             return Interrupted(
                 "interrupted: rows not sent are marked skipped; run the same command again "

@@ -13,6 +13,7 @@ import anyio
 from batcher.attemptlog import Attempt, AttemptLog
 from batcher.client import AelystClient
 from batcher.clock import Clock
+from batcher.health import Health
 from batcher.limiter import Pacer
 from batcher.models import Reason
 from batcher.policy import Decision, Finish, Policy, StopRun
@@ -33,10 +34,12 @@ class Workers:
         policy: Policy,
         recorder: Recorder,
         stopper: Stopper,
+        health: Health,
         clock: Clock,
         attempt_log: AttemptLog,
         progress: Progress,
     ) -> None:
+        self._health = health
         self._queue = queue
         self._pacer = pacer
         self._policy = policy
@@ -58,16 +61,30 @@ class Workers:
 
     async def work(self, client: AelystClient) -> None:
         """One worker: send rows until the queue has none left or the run stops."""
-        pacer, clock = self._pacer, self._clock
+        pacer, clock, health = self._pacer, self._clock, self._health
         while (job := await self._queue.get()) is not None:
+            acquired = probe = False
             with anyio.CancelScope() as waiting:
                 self._waiting.add(waiting)
                 try:
-                    await pacer.acquire(job.contact)
+                    while not acquired:
+                        admitted = await health.admit()
+                        if admitted is False:
+                            message = health.outage_stop_message()
+                            self._stopper.stop(Reason.NOT_SENT_OUTAGE, message)
+                            break
+                        probe = bool(admitted)
+                        await pacer.acquire(job.contact)
+                        acquired = True
+                        if health.api_down and not probe:
+                            # The API went down while this worker waited for its turn: only
+                            # the probe may go now.
+                            pacer.release()
+                            acquired = False
                 finally:
                     self._waiting.discard(waiting)
             if self._stopper.reason is not None:  # stopped while this worker waited its turn
-                if not waiting.cancelled_caught:
+                if acquired:
                     pacer.release()
                 self._recorder.not_sent(job, self._stopper.reason)
                 continue
@@ -78,7 +95,10 @@ class Workers:
             latency = clock.now() - sent_at
             del self.on_wire[row]
             self._recorder.answered(answer.http_status)
-            tries, decision = self._policy.decide(answer, job.tries)
+            was_down = health.api_down
+            health.answered(job.contact, answer, probe=probe)
+            self._note_health(was_down)
+            tries, decision = self._policy.decide(answer, job.tries, api_down=health.api_down)
             self._attempt_log.attempt(
                 Attempt(
                     row=row,
@@ -88,6 +108,7 @@ class Workers:
                     latency=latency,
                     pace=pacer.rate,
                     error=answer.error,
+                    probe=probe,
                 )
             )
             paused = pacer.paused_for
@@ -112,8 +133,25 @@ class Workers:
             self._queue.done(job)
             if isinstance(decision, StopRun):
                 self._stopper.stop(decision.reason, _STOP_NOTES[decision.reason])
+            else:
+                verdict = self._health.finished(job.contact, finish, job.tries.last_status)
+                if verdict is not None:
+                    self._stopper.stop(*verdict)
         elif not self._queue.set_aside(job, decision.delay):
             self._recorder.not_sent(job, self._stopper.reason or Reason.NOT_SENT_ERROR)
+
+    def _note_health(self, was_down: bool) -> None:
+        """Tell the person watching when an outage begins or ends."""
+        health = self._health
+        if health.api_down and not was_down:
+            outage = health.outage
+            assert outage is not None  # noqa: S101 - api_down says so
+            self._progress.note(
+                f"{health.outage_note()} (last error: {outage.last_error}); no new rows "
+                "until it answers"
+            )
+        elif was_down and not health.api_down:
+            self._progress.note("the API answers again: going on at the pace it had")
 
 
 #: What the person watching is told when an answer stops the run.

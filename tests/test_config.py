@@ -247,6 +247,11 @@ def test_token_file_missing_or_empty_is_refused(tmp_path: Path) -> None:
         pytest.param({"max_requeues": -1}, "max_requeues", id="requeues-negative"),
         pytest.param({"delimiter": ":"}, "delimiter must be one of", id="delimiter"),
         pytest.param({"token_env": ""}, "token_env", id="token-env-empty"),
+        pytest.param({"outage_wait": -1.0}, "outage_wait must be 0", id="outage-wait-negative"),
+        pytest.param({"max_same_errors": -1}, "max_same_errors", id="same-errors-negative"),
+        pytest.param({"max_errors": "lots"}, "max_errors must be a count", id="max-errors-word"),
+        pytest.param({"max_errors": "0"}, "max_errors must be a count", id="max-errors-0"),
+        pytest.param({"max_errors": "150%"}, "max_errors must be a count", id="max-errors-150"),
     ],
 )
 def test_settings_validation(changes: dict[str, Any], words: str) -> None:
@@ -261,3 +266,37 @@ def test_settings_validation_applies_to_file_values(tmp_path: Path) -> None:
     """A file value out of range (concurrency = 0) is a UsageError too."""
     with pytest.raises(UsageError, match="concurrency must be from 1 to 256, not 0"):
         load_settings(toml(tmp_path, "concurrency = 0\n"), {})
+
+
+def test_the_example_config_lists_every_key_with_its_default() -> None:
+    """config.example.toml names every setting, and loading it gives exactly the defaults."""
+    example = Path(__file__).resolve().parent.parent / "config.example.toml"
+    text = example.read_text(encoding="utf-8")
+    keys = {line.split("=")[0].strip() for line in text.splitlines() if "=" in line[:30]}
+    keys = {key for key in keys if key and not key.startswith("#")}
+    assert keys == {field.name for field in fields(Settings)}
+    assert load_settings(example, {}) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param('outage_wait = "10m"\nmax_duration = "1h30m"', (600.0, 5400.0), id="words"),
+        pytest.param("outage_wait = 0\nmax_duration = 90", (0.0, 90.0), id="seconds"),
+    ],
+)
+def test_durations_in_the_config_file(
+    tmp_path: Path, text: str, expected: tuple[float, float]
+) -> None:
+    """Durations in a config file may be written as in flags ("10m") or as seconds."""
+    settings = load_settings(toml(tmp_path, text + "\n"), {})
+    assert (settings.outage_wait, settings.max_duration) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "limit"),
+    [("", (None, None)), ("100", (100, None)), ("5%", (None, 0.05)), (" 100% ", (None, 1.0))],
+)
+def test_max_errors_is_a_count_or_a_share(text: str, limit: tuple[object, object]) -> None:
+    """--max-errors reads "100" as a count and "5%" as a share of the rows answered."""
+    assert Settings(max_errors=text).error_limit == limit

@@ -26,6 +26,7 @@ def test_exported_names_are_the_documented_ones() -> None:
     """The exported names are the library API the README documents, nothing more."""
     assert sorted(batcher.__all__) == sorted(
         [
+            "ApiUnreachable",
             "AuthenticationFailed",
             "BatcherError",
             "InputFileError",
@@ -37,6 +38,7 @@ def test_exported_names_are_the_documented_ones() -> None:
             "RunAborted",
             "RunSummary",
             "Settings",
+            "TooManyErrors",
             "UsageError",
             "load_settings",
             "retry_batch",

@@ -162,6 +162,26 @@ def test_decide(given: Answer, before: Tries, decision: object, after: Tries) ->
     assert tries == after
 
 
+@pytest.mark.parametrize(
+    ("given", "decision"),
+    [
+        (answer(AnswerKind.RETRYABLE, None, "network error"), Retry(0.0)),
+        (answer(AnswerKind.RETRYABLE, 503, "503 busy"), Retry(0.0)),
+        (answer(AnswerKind.OK, 200, cid=3), Finish(Outcome.OK, Reason.SENT, contact_id=3)),
+        (answer(AnswerKind.REFUSED, 404, "404 x"), Finish(Outcome.FAILED, Reason.REFUSED, "404 x")),
+    ],
+)
+def test_while_the_api_is_down_a_failure_costs_no_attempt(given: Answer, decision: object) -> None:
+    """During an outage a retryable failure goes again at once (the probe gate spaces it)
+    and does not count against max-attempts, even on the row's last attempt; real answers
+    are decided as ever."""
+    before = Tries(attempts=4, failures=2)
+    tries, got = POLICY.decide(given, before, api_down=True)
+    assert got == decision
+    assert tries.failures == 2
+    assert tries.attempts == 5
+
+
 def test_decide_leaves_the_old_counters_alone() -> None:
     """Counters are immutable: deciding returns new ones and the old value is unchanged."""
     before = Tries(attempts=1, failures=1)
@@ -193,6 +213,9 @@ FINALITY = [
     (Reason.NOT_SENT_DEADLINE, False, True),
     (Reason.NOT_SENT_AUTH, False, True),
     (Reason.NOT_SENT_ERROR, False, True),
+    (Reason.NOT_SENT_OUTAGE, False, True),
+    (Reason.NOT_SENT_SAME_ERRORS, False, True),
+    (Reason.NOT_SENT_MAX_ERRORS, False, True),
     (Reason.IN_FLIGHT_INTERRUPTED, False, True),
 ]
 
