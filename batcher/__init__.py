@@ -35,6 +35,7 @@ __all__ = [
     "RunAborted",
     "RunSummary",
     "Settings",
+    "StorageError",
     "TooManyErrors",
     "UsageError",
     "load_settings",
@@ -49,6 +50,7 @@ _WHERE = {
     "InputFileError": "batcher.errors",
     "Interrupted": "batcher.errors",
     "RunAborted": "batcher.errors",
+    "StorageError": "batcher.errors",
     "TooManyErrors": "batcher.errors",
     "UsageError": "batcher.errors",
     "Outcome": "batcher.models",
@@ -71,6 +73,7 @@ if TYPE_CHECKING:
         InputFileError,
         Interrupted,
         RunAborted,
+        StorageError,
         TooManyErrors,
         UsageError,
     )

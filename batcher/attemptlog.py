@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,7 +74,9 @@ class JsonAttemptLog:
     """Appends JSON lines to a file, flushed line by line."""
 
     def __init__(self, path: Path, *, redact_identifiers: bool = False) -> None:
-        self._file: IO[str] = path.open("a", encoding="utf-8")
+        # O_NOFOLLOW: a symbolic link planted at the log's path is not appended through.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        self._file: IO[str] = os.fdopen(fd, "a", encoding="utf-8")
         self._redact = redact_identifiers
 
     def attempt(self, attempt: Attempt) -> None:

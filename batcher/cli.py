@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.command(args)
     except BatcherError as exc:  # the run could not start: nothing was sent
         print(f"batcher: error: {exc}", file=sys.stderr)
-        summary_json = getattr(args, "summary_json", None)
+        summary_json = _own_file(args, "summary_json")
         if summary_json is not None and summary_json.parent.is_dir():
             from batcher.report import write_json  # noqa: PLC0415
 
@@ -58,6 +58,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("batcher: interrupted; running the same command again resumes", file=sys.stderr)
         return EXIT_ABORTED
     return code
+
+
+def _own_file(args: argparse.Namespace, name: str) -> Path | None:
+    """The path in ``args.<name>`` unless it names the same file as another path given
+    (the input, the results, another output): a run that could not start must not write
+    over those either."""
+    path: Path | None = getattr(args, name, None)
+    if path is None:
+        return None
+    others = ("input", "results", "out", "failed_out", "summary_json", "log_file")
+    given = [getattr(args, other, None) for other in others if other != name]
+    for source in (getattr(args, "input", None), getattr(args, "results", None)):
+        if isinstance(source, Path):  # the default results files, when --out is not given
+            stem = source.with_suffix("")
+            given += [Path(f"{stem}{end}") for end in (".results.csv", ".dry-run.csv")]
+            given.append(Path(f"{stem}.retry.csv"))
+    real = path.resolve()
+    if any(isinstance(other, Path) and other.resolve() == real for other in given):
+        return None
+    return path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -208,6 +228,12 @@ def _add_run_options(run: argparse.ArgumentParser, *, retry_command: bool = Fals
         "(exit 3, resumable; default 10m; 0 stops at once)",
     )
     run.add_argument(
+        "--max-retry-after",
+        metavar="DURATION",
+        help="longest Retry-After (on a 429 or 5xx) the run waits; a longer one stops it "
+        "as on SIGTERM (exit 3, resumable; default 10m)",
+    )
+    run.add_argument(
         "--max-same-errors",
         type=int,
         metavar="N",
@@ -255,6 +281,7 @@ def _settings_from(args: argparse.Namespace) -> Any:
         "max_duration": parse_duration(args.max_duration) if args.max_duration else None,
         "outage_wait": parse_duration(args.outage_wait) if args.outage_wait else None,
         "max_same_errors": args.max_same_errors,
+        "max_retry_after": parse_duration(args.max_retry_after) if args.max_retry_after else None,
         "max_errors": args.max_errors,
     }
     return load_settings(args.config, overrides)
@@ -274,8 +301,15 @@ def _run(args: argparse.Namespace) -> int:
             **options,
         )
 
+    from batcher.runner import default_results_path, dry_run_path  # noqa: PLC0415
+
     settings = _settings_from(args)
-    return _execute(args, settings, run, args.input, dry_run=args.dry_run)
+    out = args.out or (
+        dry_run_path(args.input) if args.dry_run else default_results_path(args.input)
+    )
+    return _execute(
+        args, settings, run, args.input, out, failed_out=args.failed_out, dry_run=args.dry_run
+    )
 
 
 def _retry(args: argparse.Namespace) -> int:
@@ -292,9 +326,12 @@ def _retry(args: argparse.Namespace) -> int:
             **options,
         )
 
+    from batcher.retry import default_retry_path  # noqa: PLC0415
+
     settings = _settings_from(args)
     outcomes = parse_outcomes(args.outcomes) if args.outcomes else None
-    return _execute(args, settings, run, args.results)
+    out = args.out or default_retry_path(args.results)
+    return _execute(args, settings, run, args.results, out)
 
 
 def _execute(
@@ -302,21 +339,27 @@ def _execute(
     settings: Settings,
     run: Callable[..., RunSummary],
     input_path: Path,
+    out: Path,
     *,
+    failed_out: Path | None = None,
     dry_run: bool = False,
 ) -> int:
     """Run through the library with the CLI's progress, plan and log; report and exit."""
     from batcher.attemptlog import JsonAttemptLog, NullAttemptLog  # noqa: PLC0415
+    from batcher.paths import check_outputs  # noqa: PLC0415
     from batcher.progress import make_progress  # noqa: PLC0415
     from batcher.report import plan_lines, summary_json, write_json  # noqa: PLC0415
+    from batcher.runner import run_outputs  # noqa: PLC0415
 
     def show_plan(plan: Plan) -> None:
         lines = plan_lines(plan, settings.max_duration)
         for line in lines if not args.quiet else ():
             print(line, file=sys.stderr)
 
-    if args.summary_json and not args.summary_json.parent.is_dir():
-        raise UsageError(f"--summary-json: folder {str(args.summary_json.parent)!r} not found")
+    # Before anything is opened or sent: no output may clobber the input or another output.
+    outputs = run_outputs(out, failed_out)
+    outputs.update({"--summary-json": args.summary_json, "--log-file": args.log_file})
+    check_outputs(input_path, outputs)
     log = (
         JsonAttemptLog(args.log_file, redact_identifiers=args.redact)
         if args.log_file
@@ -338,6 +381,12 @@ def _execute(
     finally:
         log.close()
     if summary is not None:
+        if summary.complete_already:
+            print(
+                f"batcher: {summary.results_path} is already complete for this input: nothing "
+                "sent (--restart sends every row again)",
+                file=sys.stderr,
+            )
         _print_summary(summary, quiet=args.quiet)
         if summary.stopped and not dry_run:
             print(f"to resume: {shlex.join(['batcher', *sys.argv[1:]])}", file=sys.stderr)
@@ -348,7 +397,14 @@ def _execute(
                 input_path=input_path,
                 results_path=Path(summary.results_path),
             )
-            write_json(args.summary_json, data)
+            try:
+                write_json(args.summary_json, data)
+            except OSError as exc:
+                print(
+                    f"batcher: error: cannot write --summary-json {str(args.summary_json)!r}: "
+                    f"{exc.strerror or exc}",
+                    file=sys.stderr,
+                )
     if dry_run and summary is not None:
         for method, url, body in summary.sample_requests:
             print(f"{method} {url}\n  {body}")

@@ -10,11 +10,15 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from types import TracebackType
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
+import anyio
 import httpx
 
+from batcher.config import is_loopback
 from batcher.models import Answer, AnswerKind, Request, Secret
 from batcher.policy import classify_status
 
@@ -53,7 +57,10 @@ class AelystClient:
     """Sends the open/close call over one pool of keep-alive HTTP/1.1 connections.
 
     The token goes into the Authorization header and nowhere else: it is never
-    part of an error, a log line or a repr.
+    part of an error, a log line or a repr. The standard proxy variables
+    (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) are honoured for the real API
+    (https through a CONNECT tunnel, so the proxy never sees the token), and never for
+    a loopback base URL, which would otherwise go through the proxy in clear text.
     """
 
     def __init__(
@@ -67,6 +74,7 @@ class AelystClient:
     ) -> None:
         self._base_url = base_url
         self._token = token
+        self._timeout = timeout
         self._client = httpx.AsyncClient(
             headers={
                 "Authorization": f"Bearer {token.reveal()}",
@@ -78,6 +86,7 @@ class AelystClient:
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             follow_redirects=False,
             transport=transport,
+            trust_env=not is_loopback(urlsplit(base_url).hostname or ""),
         )
 
     def __repr__(self) -> str:
@@ -99,9 +108,20 @@ class AelystClient:
         """Send one row's call; whatever happens, describe it as an ``Answer``."""
         url = request_url(self._base_url, request.identifier)
         try:
-            async with self._client.stream("POST", url, content=request_body(request)) as response:
-                body = await _read_capped(response)
-            answer = _classify(response, body)
+            # httpx's timeouts bound each read; a server that trickles its answer a byte a
+            # second never trips them. This bounds the whole exchange.
+            with anyio.move_on_after(self._timeout) as whole:
+                async with self._client.stream(
+                    "POST", url, content=request_body(request)
+                ) as response:
+                    body = await _read_capped(response)
+                answer = _classify(response, body)
+            if whole.cancelled_caught:
+                answer = Answer(
+                    AnswerKind.RETRYABLE,
+                    None,
+                    error=f"timeout: no complete answer within {self._timeout:g} s",
+                )
         except httpx.HTTPError as exc:
             answer = _transport_error(exc)
         except Exception as exc:  # a row's trouble is an outcome, never a crash
@@ -138,7 +158,9 @@ def _transport_error(exc: httpx.HTTPError) -> Answer:
         error = f"network error: {type(exc).__name__}: {detail}"
     else:
         error = f"HTTP error: {type(exc).__name__}: {detail}"
-    return Answer(AnswerKind.RETRYABLE, None, error=error[:ERROR_EXCERPT])
+    # Refused, unresolvable, failed TLS, or no connection free: the request never left.
+    sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    return Answer(AnswerKind.RETRYABLE, None, error=error[:ERROR_EXCERPT], sent=sent)
 
 
 def _classify(response: httpx.Response, body: bytes) -> Answer:
@@ -150,6 +172,14 @@ def _classify(response: httpx.Response, body: bytes) -> Answer:
         value = parsed.get("contactId") if parsed is not None else None
         contact_id = value if isinstance(value, int) and not isinstance(value, bool) else None
         error = ""
+        if contact_id is None:
+            # A proxy, a captive portal or a wrong base URL answering 200 with a page must
+            # not make a row look done.
+            kind = AnswerKind.UNCONFIRMED
+            error = (
+                f"200 without a contactId ({_body_shape(body, parsed)}): not the API's "
+                "answer; the call may not have been applied (check --base-url)"
+            )
     else:
         error = _error_text(status, response, body, parsed)
     headers = response.headers
@@ -160,7 +190,7 @@ def _classify(response: httpx.Response, body: bytes) -> Answer:
         error=error,
         limit=_number(headers.get("X-RateLimit-Limit")),
         remaining=_number(headers.get("X-RateLimit-Remaining")),
-        retry_after=_number(headers.get("Retry-After")),
+        retry_after=_retry_after(headers.get("Retry-After")),
     )
 
 
@@ -172,6 +202,15 @@ def _json_object(body: bytes) -> dict[str, object] | None:
     except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
         return None
     return value if isinstance(value, dict) else None
+
+
+def _body_shape(body: bytes, parsed: dict[str, object] | None) -> str:
+    """What a body looked like, briefly: empty, not JSON (an excerpt), or JSON (an excerpt)."""
+    if not body:
+        return "empty body"
+    kind = "not JSON" if parsed is None else "JSON"
+    text = repr(body[: ERROR_EXCERPT // 3].decode("utf-8", "replace"))
+    return f"{kind}: {text}"
 
 
 def _error_text(
@@ -190,6 +229,20 @@ def _error_text(
     if len(text) > ERROR_EXCERPT:  # escaping can make the excerpt longer than the body
         text = text[: ERROR_EXCERPT - 3] + "..."
     return f"{status} {response.reason_phrase} (not JSON: {text})"
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: a number, or an HTTP date (RFC 9110 allows both)."""
+    seconds = _number(value)
+    if seconds is not None or value is None:
+        return seconds
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _number(value: str | None) -> float | None:

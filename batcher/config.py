@@ -54,6 +54,8 @@ class Settings:
             status and message that stop the run (exit 3); 0: never.
         max_errors: Rows refused or failed that stop the run (exit 3): a count ("100")
             or a share of the rows answered ("5%", judged after 100); "": never.
+        max_retry_after: Longest wait a ``Retry-After`` (on a 429 or a 5xx) is obeyed for;
+            a longer one stops the run as on SIGTERM (exit 3, resumable).
     """
 
     base_url: str = DEFAULT_BASE_URL
@@ -77,6 +79,7 @@ class Settings:
     outage_wait: float = 600.0
     max_same_errors: int = 50
     max_errors: str = ""
+    max_retry_after: float = 600.0
 
     def __post_init__(self) -> None:
         _check(self)
@@ -151,7 +154,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 #: Keys a config file may give as a duration ("10m") as well as a number of seconds.
-_DURATIONS = frozenset({"max_duration", "outage_wait"})
+_DURATIONS = frozenset({"max_duration", "outage_wait", "max_retry_after"})
 
 
 def _kind(value: object) -> str:
@@ -166,6 +169,8 @@ def _check(s: Settings) -> None:
     for name in ("start_rate", "window", "timeout", "backoff_base", "backoff_max"):
         if not getattr(s, name) > 0:
             raise UsageError(f"{name} must be more than 0, not {getattr(s, name)}")
+    if not s.max_retry_after > 0:
+        raise UsageError(f"max_retry_after must be more than 0, not {s.max_retry_after}")
     if not s.outage_wait >= 0:
         raise UsageError(f"outage_wait must be 0 (stop at once) or more, not {s.outage_wait}")
     if s.max_same_errors < 0:
@@ -187,19 +192,28 @@ def _check(s: Settings) -> None:
 
 
 def check_base_url(url: str) -> None:
-    """https, or plain http only for a loopback host; raise ``UsageError`` otherwise."""
+    """https, or plain http only for a loopback host, and nothing but scheme, host, port and
+    path; raise ``UsageError`` otherwise."""
     parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        # User info would send Basic credentials instead of the token (and be echoed in the
+        # "to resume" line); a query or fragment would mangle every request's path.
+        raise UsageError(
+            "the base URL may hold only a scheme, a host, a port and a path (no user:password@, "
+            "no ?query, no #fragment)"
+        )
     host = parts.hostname or ""
     if parts.scheme == "https" and host:
         return
-    if parts.scheme == "http" and _is_loopback(host):
+    if parts.scheme == "http" and is_loopback(host):
         return
     raise UsageError(
         f"base URL {url!r} must be https:// (plain http:// only for 127.0.0.1, ::1 or localhost)"
     )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost."""
     if host == "localhost":
         return True
     try:

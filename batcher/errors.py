@@ -11,8 +11,9 @@ one place::
     └── RunAborted               exit 3: the run stopped part-way
         ├── AuthenticationFailed     the server answered 401
         ├── Interrupted              Ctrl-C / SIGTERM
-        ├── ApiUnreachable           an outage outlasted --outage-wait
-        └── TooManyErrors            --max-same-errors or --max-errors was reached
+        ├── ApiUnreachable           an outage outlasted --outage-wait, or a long Retry-After
+        ├── TooManyErrors            --max-same-errors or --max-errors was reached
+        └── StorageError             the journal or the results file could not be written
 
 Nothing here ever holds the API token: messages name the environment
 variable that holds it, never its value.
@@ -63,3 +64,10 @@ class ApiUnreachable(RunAborted):
 
 class TooManyErrors(RunAborted):
     """Rows were refused alike (``--max-same-errors``) or too often (``--max-errors``)."""
+
+
+class StorageError(RunAborted):
+    """The journal or the results file could not be written (a full disk, say).
+
+    What was recorded is kept: once the cause is fixed, the same command resumes.
+    """

@@ -221,8 +221,10 @@ class Health:
         limits = self._limits
         if finish.outcome is Outcome.FAILED:
             self._errors += 1
-        if finish.reason is Reason.REFUSED:
-            key = (http_status, finish.error)
+        if finish.reason in (Reason.REFUSED, Reason.UNCONFIRMED):
+            # Every "200 without a contactId" is the same fault, whatever page came back.
+            message = finish.error if finish.reason is Reason.REFUSED else "unconfirmed"
+            key = (http_status, message)
             if key != self._same.key:
                 self._same = _Streak(key, set())
             self._same.contacts.add(contact)

@@ -77,6 +77,10 @@ class PacingConfig:
         window: Seconds the X-RateLimit budget is counted over.
         headroom: Share of an advertised limit the run uses (the rest absorbs timing jitter).
         max_rate: Where a climb without any ceiling stops (the concurrency bounds it sooner).
+        max_pause: Longest pause a 429's Retry-After imposes (a longer one stops the run:
+            ``policy.Policy.max_retry_after``).
+        min_rate: Requests per second 429s never push the pace below (unless the ceiling
+            is lower): halving on every 429 from a flaky limiter once left 0.1/s.
     """
 
     start_rate: float = 5.0
@@ -84,6 +88,8 @@ class PacingConfig:
     window: float = 1.0
     headroom: float = 0.98
     max_rate: float = 10_000.0
+    max_pause: float = 600.0
+    min_rate: float = 1.0
 
 
 class Pacer:
@@ -222,14 +228,15 @@ class Pacer:
         self.throttled += 1
         self._period_clean = False
         wait = self._config.window
-        if retry_after is not None and 0 < retry_after <= 3600:
-            wait = retry_after
+        if retry_after is not None and retry_after > 0:
+            wait = min(retry_after, self._config.max_pause)
         if now + wait > self._paused_until:
             self._paused_until = now + wait
             # One drop per pause, however many workers were answered 429 for it.
             self._slow_start = False
             self._factor = max(0.05, self._factor * (0.9 if self.limit else 0.5))
-            self._apply_rate(self.rate * (0.9 if self.limit else 0.5))
+            dropped = self.rate * (0.9 if self.limit else 0.5)
+            self._apply_rate(max(dropped, self._config.min_rate))
 
     def _learn_budget(
         self, contact: str, now: float, limit: float | None, remaining: float | None

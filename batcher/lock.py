@@ -7,6 +7,7 @@ crashed run never leaves a lock that has to be removed by hand.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -29,7 +30,16 @@ class RunLock:
 
     def acquire(self) -> None:
         for _ in range(10):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                # O_NOFOLLOW: a symbolic link planted at the lock's path is not written through.
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                raise UsageError(
+                    f"{str(self.path)!r} is a symbolic link; batcher does not write through "
+                    "one: remove it"
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

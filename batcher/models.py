@@ -38,8 +38,15 @@ class Reason(StrEnum):
     INVALID = "invalid"
     #: failed: the server refused this row for good (400, 404, other 4xx).
     REFUSED = "refused"
-    #: failed: 5xx, timeouts or lost connections until ``max_attempts`` ran out.
+    #: failed: 5xx answers (or a mix of failures) until ``max_attempts`` ran out.
     RETRIES_EXHAUSTED = "retries_exhausted"
+    #: failed: the last tries were sent and got no answer (timeout, connection cut): the
+    #: call may have been applied.
+    NO_ANSWER = "no_answer"
+    #: failed: the last tries never reached the API (connection refused, DNS, TLS).
+    NOT_CONNECTED = "not_connected"
+    #: failed: answered 200 without a contactId; it may not have been applied.
+    UNCONFIRMED = "unconfirmed"
     #: failed: answered 429 so often that batcher gave up on it.
     THROTTLED = "throttled"
     #: failed: this row's answer was 401; the run stopped (sent again on resume).
@@ -50,6 +57,8 @@ class Reason(StrEnum):
     DUPLICATE = "duplicate"
     #: skipped: a dry run sends nothing.
     DRY_RUN = "dry_run"
+    #: skipped: the API asked to wait longer than ``--max-retry-after`` (Retry-After).
+    NOT_SENT_WAIT = "not_sent_wait"
     #: skipped: the API was unreachable for longer than ``--outage-wait``.
     NOT_SENT_OUTAGE = "not_sent_outage"
     #: skipped: ``--max-same-errors`` rows in a row were refused the same way.
@@ -77,6 +86,7 @@ TEXTS: dict[Reason, str] = {
     Reason.NOT_SENT_AUTH: "not sent: authentication failed",
     Reason.NOT_SENT_ERROR: "not sent: the run stopped on an error",
     Reason.NOT_SENT_OUTAGE: "not sent: the API was unreachable",
+    Reason.NOT_SENT_WAIT: "not sent: the API asked to wait longer than --max-retry-after",
     Reason.NOT_SENT_SAME_ERRORS: "not sent: the run stopped on identical refusals",
     Reason.NOT_SENT_MAX_ERRORS: "not sent: the run stopped at --max-errors",
     Reason.IN_FLIGHT_INTERRUPTED: "interrupted while in flight (the call may have been applied)",
@@ -233,6 +243,10 @@ class RunSummary:
     #: Wall-clock start and end of the run, UTC, ISO 8601.
     started_at: str = ""
     ended_at: str = ""
+    #: The input's SHA-256 (what resume and the completion mark go by).
+    input_sha256: str = ""
+    #: A run of this same input had already completed: nothing was sent this time.
+    complete_already: bool = False
     #: Every stretch of the API not answering (see ``batcher.health``).
     outages: list[OutageRecord] = field(default_factory=list)
     #: The first few requests a dry run would send: (method, URL, JSON body).
@@ -289,6 +303,9 @@ class AnswerKind(StrEnum):
     QUEUED = "queued"
     #: 5xx, timeout, connection error: retry with backoff, up to max-attempts.
     RETRYABLE = "retryable"
+    #: 200 without ``{"contactId": <integer>}``: not the API's answer (a proxy, a captive
+    #: portal, a wrong base URL); the call may not have been applied.
+    UNCONFIRMED = "unconfirmed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +319,10 @@ class Answer:
         error: The server's message or the transport error, as text ("" for a clean 200).
         limit: ``X-RateLimit-Limit`` as a number, or None when absent or not a number.
         remaining: ``X-RateLimit-Remaining`` as a number, or None when absent or not a number.
-        retry_after: ``Retry-After`` in seconds, or None when absent or not a number.
+        retry_after: ``Retry-After`` in seconds (from a number or an HTTP date), or None
+            when absent or neither.
+        sent: Whether the request left: False when no connection was made, so the API
+            never saw it.
     """
 
     kind: AnswerKind
@@ -312,6 +332,7 @@ class Answer:
     limit: float | None = None
     remaining: float | None = None
     retry_after: float | None = None
+    sent: bool = True
 
 
 @dataclass(frozen=True, slots=True)

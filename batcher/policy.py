@@ -38,6 +38,7 @@ _NOT_FINAL = frozenset(
         Reason.NOT_SENT_AUTH,
         Reason.NOT_SENT_ERROR,
         Reason.NOT_SENT_OUTAGE,
+        Reason.NOT_SENT_WAIT,
         Reason.NOT_SENT_SAME_ERRORS,
         Reason.NOT_SENT_MAX_ERRORS,
         Reason.IN_FLIGHT_INTERRUPTED,
@@ -47,6 +48,9 @@ _NOT_FINAL = frozenset(
 #: Reasons whose row would go through on another run: the cause may pass.
 _WORTH_RETRYING = _NOT_FINAL | {
     Reason.RETRIES_EXHAUSTED,
+    Reason.NO_ANSWER,
+    Reason.NOT_CONNECTED,
+    Reason.UNCONFIRMED,
     Reason.THROTTLED,
     Reason.DEFERRED_449,
 }
@@ -91,6 +95,8 @@ def recover_reason(outcome: Outcome, http_status: int | None, error: str) -> Rea
     if outcome is Outcome.DEFERRED:
         return Reason.DEFERRED_449
     if outcome is Outcome.FAILED:
+        if http_status == 200:
+            return Reason.UNCONFIRMED
         kind = classify_status(http_status)
         if kind is AnswerKind.AUTH:
             return Reason.AUTH_REFUSED
@@ -155,13 +161,27 @@ class Requeue:
 
 @dataclass(frozen=True, slots=True)
 class StopRun:
-    """The row has its final outcome (``finish``) and the whole run stops (``reason``)."""
+    """The row has its final outcome (``finish``) and the whole run stops (``reason``),
+    telling the person watching ``note`` (or a standard line for the reason)."""
 
     finish: Finish
     reason: Reason
+    note: str = ""
 
 
 Decision = Finish | Retry | Requeue | StopRun
+
+#: Answers whose Retry-After is honoured (a 429's pauses the run; a 5xx's delays the row).
+_MAY_ASK_TO_WAIT = frozenset({AnswerKind.RATE_LIMITED, AnswerKind.RETRYABLE})
+
+
+def _exhausted(answer: Answer) -> Reason:
+    """Why a row's tries ran out, by its last one: no connection, no answer, or a 5xx."""
+    if not answer.sent:
+        return Reason.NOT_CONNECTED
+    if answer.http_status is None:
+        return Reason.NO_ANSWER
+    return Reason.RETRIES_EXHAUSTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +192,8 @@ class Policy:
         max_attempts: Retryable failures a row may have before it is ``failed``.
         max_requeues: 449 answers a row may get before it is ``deferred``.
         requeue_delay: Seconds a 449'd row is set aside (never less; jitter only adds).
+        max_retry_after: Longest ``Retry-After`` (429 or 5xx) the run waits; a longer one
+            stops it, resumably.
         backoff_base: Ceiling of the first backoff, doubling with each failure (full jitter).
         backoff_max: Most seconds one backoff may wait.
         rng: Randomness for the jitter (tests pass a seeded one).
@@ -180,6 +202,7 @@ class Policy:
     max_attempts: int = 5
     max_requeues: int = 5
     requeue_delay: float = 180.0
+    max_retry_after: float = 600.0
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     rng: random.Random = random.Random()  # noqa: RUF009 - shared only when none is given
@@ -193,12 +216,25 @@ class Policy:
         failure then costs the row none of its attempts, and it goes again when the run's
         probe lets it.
         """
-        tries = replace(tries, attempts=tries.attempts + 1, last_status=answer.http_status)
+        sent = 1 if answer.sent else 0
+        tries = replace(tries, attempts=tries.attempts + sent, last_status=answer.http_status)
         kind = answer.kind
         if api_down and kind is AnswerKind.RETRYABLE:
             return tries, Retry(0.0)
+        wait = answer.retry_after
+        if kind in _MAY_ASK_TO_WAIT and wait is not None and wait > self.max_retry_after:
+            finish = Finish(Outcome.SKIPPED, Reason.NOT_SENT_WAIT, TEXTS[Reason.NOT_SENT_WAIT])
+            note = (
+                f"stopped: the API asked to wait {wait:.0f} s (Retry-After on a "
+                f"{answer.http_status}), longer than --max-retry-after "
+                f"{self.max_retry_after:.0f} s; rows not sent are marked skipped; run the "
+                "same command once that time has passed"
+            )
+            return tries, StopRun(finish, Reason.NOT_SENT_WAIT, note)
         if kind is AnswerKind.OK:
             return tries, Finish(Outcome.OK, Reason.SENT, contact_id=answer.contact_id)
+        if kind is AnswerKind.UNCONFIRMED:
+            return tries, Finish(Outcome.FAILED, Reason.UNCONFIRMED, answer.error)
         if kind is AnswerKind.REFUSED:
             return tries, Finish(Outcome.FAILED, Reason.REFUSED, answer.error)
         if kind is AnswerKind.AUTH:
@@ -220,7 +256,9 @@ class Policy:
         tries = replace(tries, failures=tries.failures + 1)
         if tries.failures >= self.max_attempts:
             error = f"retries exhausted after {tries.failures} attempts: {answer.error}"
-            return tries, Finish(Outcome.FAILED, Reason.RETRIES_EXHAUSTED, error)
+            return tries, Finish(Outcome.FAILED, _exhausted(answer), error)
+        if wait is not None and wait > 0:  # a 503 saying when to come back
+            return tries, Retry(wait)
         return tries, Retry(self.backoff(tries.failures))
 
     def backoff(self, failures: int) -> float:

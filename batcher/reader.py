@@ -68,6 +68,12 @@ def scan_input(path: Path, *, encoding: str = "utf-8", delimiter: str | None = N
     codec = "utf-8-sig" if _text_codec(encoding).name == "utf-8" else encoding
     digest = hashlib.sha256()
     try:
+        if path.exists() and not path.is_file():
+            # A pipe would be read once by this check and be empty for the run (or block).
+            raise InputFileError(
+                f"input file {str(path)!r} is not a regular file (a pipe or a device?); "
+                "save it to a file first"
+            )
         raw = path.open("rb")
     except OSError as exc:
         raise InputFileError(f"cannot open input file {str(path)!r}: {exc.strerror}") from exc

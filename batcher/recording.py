@@ -8,6 +8,9 @@ the ``Result`` to ``Recorder.record``, which writes it to the journal first
 
 from __future__ import annotations
 
+import sqlite3
+
+from batcher.errors import StorageError
 from batcher.journal import Journal
 from batcher.models import TEXTS, Outcome, Reason, Result, RunSummary
 from batcher.progress import Progress
@@ -23,8 +26,18 @@ class Recorder:
         self._progress = progress
 
     def record(self, result: Result) -> None:
-        """Store one row's final outcome durably, count it, and show it."""
-        self.journal.record(result)
+        """Store one row's final outcome durably, count it, and show it.
+
+        A journal that cannot be written (a full disk) stops the run: ``StorageError``.
+        """
+        try:
+            self.journal.record(result)
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(
+                f"cannot write the journal {str(self.journal.path)!r}: {exc}; what was "
+                "recorded is kept: free some space, then run the same command to resume",
+                summary=self.summary,
+            ) from exc
         self.summary.count(result)
         self._progress.advance(result.outcome)
 

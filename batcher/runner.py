@@ -24,12 +24,14 @@ that reaches the end removes its journal; the results file is its record.
 
 from __future__ import annotations
 
+import json
 import random
+import sqlite3
 from array import array
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict, Unpack
+from typing import TYPE_CHECKING, TypedDict, TypeVar, Unpack
 
 import anyio
 
@@ -37,13 +39,14 @@ from batcher.attemptlog import AttemptLog, NullAttemptLog
 from batcher.client import AelystClient
 from batcher.clock import Clock, SystemClock
 from batcher.config import Settings, checked_token, read_token
-from batcher.errors import UsageError
+from batcher.errors import StorageError, UsageError
 from batcher.feed import Classifier, Feeder, Source, contains, input_source, plan
 from batcher.health import Health, HealthLimits
 from batcher.journal import Journal, journal_path
 from batcher.limiter import Pacer, PacingConfig
-from batcher.lock import RunLock
+from batcher.lock import RunLock, lock_path
 from batcher.models import TEXTS, Outcome, Plan, Reason, Result, RunSummary, Secret
+from batcher.paths import check_outputs
 from batcher.policy import Policy, is_final, worth_retrying
 from batcher.progress import NullProgress, Progress
 from batcher.reader import scan_input
@@ -51,18 +54,22 @@ from batcher.recording import Recorder
 from batcher.stopping import Stopper
 from batcher.worker import Workers
 from batcher.workqueue import WorkQueue
-from batcher.writer import write_input_rows, write_results
+from batcher.writer import atomic_text, remove_stale_temps, write_input_rows, write_results
 
 if TYPE_CHECKING:
     import httpx
+
+E = TypeVar("E", bound=BaseException)
 
 __all__ = [
     "RunOptions",
     "Source",
     "default_results_path",
+    "done_path",
     "dry_run_path",
     "input_source",
     "run_batch",
+    "run_outputs",
     "start_run",
 ]
 
@@ -156,18 +163,7 @@ def start_run(
     **options: Unpack[RunOptions],
 ) -> RunSummary:
     """Run any ``Source`` to a results file (``run_batch`` and ``retry_batch`` share this)."""
-    if out.resolve() == source.info.path.resolve():
-        raise UsageError(f"the results file {str(out)!r} would overwrite the input")
-    if failed_out is not None and failed_out.resolve() in (
-        out.resolve(),
-        source.info.path.resolve(),
-    ):
-        raise UsageError(f"--failed-out {str(failed_out)!r} would overwrite the input or results")
-    for path, what in ((out, "the results file"), (failed_out, "--failed-out")):
-        if path is not None and path.is_dir():
-            raise UsageError(f"{what} {str(path)!r} is a folder; name a file")
-        if path is not None and not path.parent.is_dir():
-            raise UsageError(f"{what}'s folder {str(path.parent)!r} does not exist")
+    check_outputs(source.info.path, run_outputs(out, failed_out))
     token = options.get("token")
     if dry_run:
         secret = Secret("")
@@ -178,6 +174,9 @@ def start_run(
     del token
     clock = options.get("clock") or SystemClock()
     with RunLock(out):
+        for written in (out, failed_out):
+            if written is not None:
+                remove_stale_temps(written)
         run = _Run(
             source=source,
             results_path=out,
@@ -189,7 +188,9 @@ def start_run(
             rng=options.get("rng") or random.Random(),
             attempt_log=options.get("attempt_log") or NullAttemptLog(),
         )
-        run.open_journal(restart=restart)
+        finished = run.open_journal(restart=restart)
+        if finished is not None:
+            return finished  # this input's results are complete: nothing to send
         on_plan = options.get("on_plan")
         if on_plan is not None and not dry_run:
             on_plan(run.plan())
@@ -199,6 +200,26 @@ def start_run(
             options.get("transport"),
             options.get("handle_signals", False),
         )
+
+
+def run_outputs(out: Path, failed_out: Path | None = None) -> dict[str, Path | None]:
+    """Every file a run of this results file writes, by what it is (for ``check_outputs``)."""
+    return {
+        "the results file": out,
+        "its journal": journal_path(out),
+        "its lock": lock_path(out),
+        "its completion mark": done_path(out),
+        "--failed-out": failed_out,
+    }
+
+
+def done_path(results_path: Path) -> Path:
+    """``RESULTS.csv.done``: written when a run completes, before its journal is removed.
+
+    It holds the input's hash and the counts, so running the same command again on the
+    same input sends nothing, even if the run was killed just after it finished.
+    """
+    return results_path.with_name(results_path.name + ".done")
 
 
 class _Run:
@@ -226,7 +247,7 @@ class _Run:
         self.progress = progress
         self.rng = rng
         self.attempt_log = attempt_log
-        self.summary = RunSummary(results_path=str(results_path))
+        self.summary = RunSummary(results_path=str(results_path), input_sha256=source.info.sha256)
         #: Rows an earlier run of this job recorded for good, ascending (empty on a fresh run).
         self.done_rows: array[int] = array("q")
         self.pacer = Pacer(
@@ -234,20 +255,33 @@ class _Run:
                 start_rate=settings.start_rate,
                 ceiling=settings.rate or None,
                 window=settings.window,
+                max_pause=settings.max_retry_after,
             ),
             clock,
             cpu_time=clock.cpu_time,
         )
 
-    def open_journal(self, *, restart: bool) -> None:
-        """Start a journal, or pick up the one an interrupted run of this job left."""
+    def open_journal(self, *, restart: bool) -> RunSummary | None:
+        """Start a journal, or pick up the one an interrupted run of this job left.
+
+        Returns the summary of a run of this same input that already completed (nothing
+        is left to send), or None when there is work to do.
+        """
         path = journal_path(self.results_path)
+        done = done_path(self.results_path)
+        sha = self.source.info.sha256
         if self.dry_run:
             # A dry run never leaves anything a real run would resume from.
             path = path.with_name(path.name + ".dry-run")
+        elif restart:
+            done.unlink(missing_ok=True)
+        if path.is_symlink():
+            raise UsageError(
+                f"{str(path)!r} is a symbolic link; batcher does not write through one"
+            )
         if path.exists() and not restart and not self.dry_run:
-            journal = Journal(path)
-            if journal.get_meta("input_sha256") != self.source.info.sha256:
+            journal = _open_journal(path)
+            if journal.get_meta("input_sha256") != sha:
                 journal.close()
                 raise UsageError(
                     f"{str(self.source.info.path)!r} changed since the interrupted run that "
@@ -259,11 +293,17 @@ class _Run:
             self.summary.outcomes = journal.outcome_counts()
             self.summary.reasons = journal.reason_counts()
             self.journal = journal
-            return
+            return None
+        if not self.dry_run:
+            finished = read_done(done, sha, self.results_path)
+            if finished is not None:
+                return finished
+            done.unlink(missing_ok=True)  # another input's: this is a new run
         for suffix in ("", "-wal", "-shm"):
             path.with_name(path.name + suffix).unlink(missing_ok=True)
-        self.journal = Journal(path)
-        self.journal.set_meta("input_sha256", self.source.info.sha256)
+        self.journal = _open_journal(path)
+        self.journal.set_meta("input_sha256", sha)
+        return None
 
     def plan(self) -> Plan:
         """Count what the run will do (one read of the input, nothing sent)."""
@@ -309,6 +349,7 @@ class _Run:
                 max_attempts=settings.max_attempts,
                 max_requeues=settings.max_requeues,
                 requeue_delay=settings.requeue_delay,
+                max_retry_after=settings.max_retry_after,
                 backoff_base=settings.backoff_base,
                 backoff_max=settings.backoff_max,
                 rng=self.rng,
@@ -356,6 +397,12 @@ class _Run:
                         tasks.start_soon(workers.work, client)
                 background.cancel_scope.cancel()
             completed = True
+        except BaseExceptionGroup as group:
+            # A full disk met by a worker or the feeder: one clear error, not a traceback.
+            storage = _leaf(group, StorageError)
+            if storage is None:
+                raise
+            raise storage from None
         finally:
             if not completed:
                 # An error or a cancellation we did not ask for: the rows it left without an
@@ -375,19 +422,47 @@ class _Run:
     def _finish(self, recorder: Recorder, workers: Workers, started: float) -> None:
         """Whatever happened: every row gets an outcome and the results file is written."""
         reason = self.summary.stop_reason
-        if reason is not None:
-            self._record_unsent(recorder, workers, reason)
-        self.summary.elapsed = self.clock.now() - started
-        self.summary.ended_at = _utc_now()
-        write_results(self.results_path, self.journal.results(), self.source.extra_columns)
-        if self.failed_out is not None:
-            info = self.source.info
-            retry = (r for r in self.journal.results() if worth_retrying(r.reason))
-            write_input_rows(self.failed_out, retry, info.header, info.columns)
+        try:
+            if reason is not None:
+                self._record_unsent(recorder, workers, reason)
+            self.summary.elapsed = self.clock.now() - started
+            self.summary.ended_at = _utc_now()
+            self._write(self.results_path, "the results file", self._write_results)
+            if self.failed_out is not None:
+                self._write(self.failed_out, "--failed-out", self._write_failed_out)
+            if reason is None and not self.dry_run:
+                # Before the journal goes: a kill between the two must not make the same
+                # command send every row again.
+                done = done_path(self.results_path)
+                self._write(done, "the completion mark", lambda: write_done(done, self.summary))
+        except StorageError:
+            self.journal.close()  # kept: once there is room, the same command finishes
+            raise
         if reason is not None:
             self.journal.close()  # kept: the same command resumes from it
         else:
             self.journal.remove()
+
+    def _write_results(self) -> None:
+        write_results(self.results_path, self.journal.results(), self.source.extra_columns)
+
+    def _write_failed_out(self) -> None:
+        info = self.source.info
+        assert self.failed_out is not None  # noqa: S101 - only called when asked for
+        retry = (r for r in self.journal.results() if worth_retrying(r.reason))
+        write_input_rows(self.failed_out, retry, info.header, info.columns)
+
+    def _write(self, path: Path, what: str, write: Callable[[], object]) -> None:
+        """Write a file at the end of the run; a full disk is a resumable stop, not a crash."""
+        try:
+            write()
+        except OSError as exc:
+            self.summary.stop_reason = self.summary.stop_reason or Reason.NOT_SENT_ERROR
+            raise StorageError(
+                f"cannot write {what} {str(path)!r}: {exc.strerror or exc}; every outcome is "
+                "kept in the journal: free some space, then run the same command to finish",
+                summary=self.summary,
+            ) from exc
 
     def _record_unsent(self, recorder: Recorder, workers: Workers, reason: Reason) -> None:
         """After a stop, give every row still without an outcome one: not sent, or cut off
@@ -416,3 +491,55 @@ class _Run:
 
 def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _leaf(group: BaseExceptionGroup[BaseException], kind: type[E]) -> E | None:
+    """The first exception of ``kind`` in a (nested) exception group."""
+    for exc in group.exceptions:
+        found = _leaf(exc, kind) if isinstance(exc, BaseExceptionGroup) else exc
+        if isinstance(found, kind):
+            return found
+    return None
+
+
+def _open_journal(path: Path) -> Journal:
+    """The journal at ``path``; a damaged one is refused up front (exit 2), naming the way out."""
+    try:
+        journal = Journal(path)
+        journal.get_meta("input_sha256")
+    except sqlite3.DatabaseError as exc:
+        raise UsageError(
+            f"the journal {str(path)!r} is damaged ({exc}); nothing was sent. Add --restart to "
+            "start over (every row is sent again), or move the journal away to keep it"
+        ) from exc
+    return journal
+
+
+def write_done(path: Path, summary: RunSummary, *, sha256: str = "") -> None:
+    """The completion mark: the input's hash and the run's counts."""
+    data = {
+        "input_sha256": sha256 or summary.input_sha256,
+        "finished_at": summary.ended_at,
+        "outcomes": {o.value: n for o, n in summary.outcomes.items()},
+        "reasons": {r.value: n for r, n in summary.reasons.items() if n},
+    }
+    with atomic_text(path) as out:
+        json.dump(data, out)
+
+
+def read_done(path: Path, sha256: str, results_path: Path) -> RunSummary | None:
+    """The summary of a completed run of the input with ``sha256``, if the mark says so."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data["input_sha256"] != sha256 or not results_path.is_file():
+            return None
+        summary = RunSummary(results_path=str(results_path), complete_already=True)
+        for name, n in data["outcomes"].items():
+            summary.outcomes[Outcome(name)] = int(n)
+        for name, n in data["reasons"].items():
+            summary.reasons[Reason(name)] = int(n)
+        summary.resumed = summary.rows
+        summary.ended_at = str(data["finished_at"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # no mark, or not one batcher wrote: a new run
+    return summary

@@ -130,7 +130,7 @@ class Stopper:
                 "the same command again sends only those",
                 summary=summary,
             )
-        if self.reason is Reason.NOT_SENT_OUTAGE:
+        if self.reason in (Reason.NOT_SENT_OUTAGE, Reason.NOT_SENT_WAIT):
             return ApiUnreachable(self.message, summary=summary)
         if self.reason in (Reason.NOT_SENT_SAME_ERRORS, Reason.NOT_SENT_MAX_ERRORS):
             return TooManyErrors(self.message, summary=summary)

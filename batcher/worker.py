@@ -132,7 +132,8 @@ class Workers:
             )
             self._queue.done(job)
             if isinstance(decision, StopRun):
-                self._stopper.stop(decision.reason, _STOP_NOTES[decision.reason])
+                note = decision.note or _STOP_NOTES[decision.reason]
+                self._stopper.stop(decision.reason, note)
             else:
                 verdict = self._health.finished(job.contact, finish, job.tries.last_status)
                 if verdict is not None:

@@ -84,12 +84,41 @@ def _atomic_csv(path: Path) -> Iterator[Any]:
 
 @contextmanager
 def atomic_text(path: Path, *, newline: str | None = None) -> Iterator[TextIO]:
-    """A text file at a temporary name beside ``path``, renamed over it only if all went well."""
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """A text file at a temporary name beside ``path``, renamed over it only if all went well.
+
+    The temporary file is created exclusively (a name planted beforehand is never written
+    through), and given the mode the umask allows, as any new file would have (mkstemp's
+    0600 made results unreadable in a shared folder).
+    """
+    handle, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(handle, 0o666 & ~_UMASK)
         with os.fdopen(handle, "w", encoding="utf-8", newline=newline) as out:
             yield out
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temps(path: Path) -> int:
+    """Delete temporary files a killed write to ``path`` left behind; return how many."""
+    removed = 0
+    for stale in path.parent.glob(f"{_temp_prefix(path)}*.tmp"):
+        stale.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: The process's umask, read once at import (reading it means setting it).
+_UMASK = _read_umask()

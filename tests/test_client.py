@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from urllib.parse import unquote
 
 import httpx
@@ -185,14 +187,17 @@ async def test_200_gives_ok_with_contact_id() -> None:
         pytest.param(b'{"contactId": "42"}', id="string-id"),
         pytest.param(b'{"contactId": true}', id="bool-id"),
         pytest.param(b"[42]", id="array"),
+        pytest.param(b"<html><body>Welcome to the hotel Wi-Fi</body></html>", id="html"),
     ],
 )
-async def test_200_without_an_integer_contact_id_is_still_ok(body: bytes) -> None:
-    """A 200 whose body lacks an integer contactId is OK with contact_id None."""
+async def test_200_without_an_integer_contact_id_is_unconfirmed(body: bytes) -> None:
+    """A 200 whose body lacks an integer contactId (a proxy's page, a wrong base URL) is not
+    a success: it is UNCONFIRMED, saying what the body looked like."""
     answer = await send_one(answering(200, body))
-    assert answer.kind is AnswerKind.OK
+    assert answer.kind is AnswerKind.UNCONFIRMED
     assert answer.contact_id is None
-    assert answer.error == ""
+    assert answer.error.startswith("200 without a contactId (")
+    assert "may not have been applied" in answer.error
 
 
 @pytest.mark.anyio
@@ -227,19 +232,30 @@ async def test_error_answers_are_classified_with_code_and_message(
         pytest.param("2", 2.0, id="integer"),
         pytest.param("1.5", 1.5, id="fraction"),
         pytest.param(" 3 ", 3.0, id="padded"),
-        pytest.param("Wed, 21 Oct 2015 07:28:00 GMT", None, id="http-date"),
+        pytest.param("Wed, 21 Oct 2015 07:28:00 GMT", 0.0, id="http-date-past"),
         pytest.param("soon", None, id="text"),
         pytest.param("nan", None, id="nan"),
         pytest.param("inf", None, id="inf"),
     ],
 )
 async def test_429_retry_after_is_parsed(value: str, expected: float | None) -> None:
-    """Retry-After in seconds is parsed; anything else (a date, nan, inf) is None."""
+    """Retry-After in seconds or as an HTTP date (a past one is 0) is parsed; anything
+    else (text, nan, inf) is None."""
     answer = await send_one(
         answering(429, error_body(429, "Too Many Requests"), {"Retry-After": value})
     )
     assert answer.kind is AnswerKind.RATE_LIMITED
     assert answer.retry_after == expected
+
+
+@pytest.mark.anyio
+async def test_retry_after_as_a_future_http_date_is_the_seconds_until_then() -> None:
+    """Retry-After as an HTTP date an hour ahead reads as about 3600 s (RFC 9110's other
+    form); it used to be ignored, and the API was hit every second."""
+    when = format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True)
+    answer = await send_one(answering(503, error_body(503, "busy"), {"Retry-After": when}))
+    assert answer.retry_after is not None
+    assert 3590 <= answer.retry_after <= 3600
 
 
 @pytest.mark.anyio
@@ -312,7 +328,7 @@ async def test_binary_body_gives_a_short_error() -> None:
     [
         pytest.param(400, AnswerKind.REFUSED, id="400"),
         pytest.param(500, AnswerKind.RETRYABLE, id="500"),
-        pytest.param(200, AnswerKind.OK, id="200"),
+        pytest.param(200, AnswerKind.UNCONFIRMED, id="200"),
     ],
 )
 async def test_huge_body_is_handled(status: int, kind: AnswerKind) -> None:

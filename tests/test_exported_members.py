@@ -38,6 +38,7 @@ def test_exported_names_are_the_documented_ones() -> None:
             "RunAborted",
             "RunSummary",
             "Settings",
+            "StorageError",
             "TooManyErrors",
             "UsageError",
             "load_settings",

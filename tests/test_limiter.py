@@ -124,8 +124,8 @@ def what_it_does_next(
 ) -> list[tuple[str, float, float]]:
     """(contact, time, rate) of every acquire a pacer told ``answers`` (at time 0) then lets go
     in a fixed script: four busy workers for 4 s, one always sending to the same contact, the
-    others to new contacts, all answered without a status (timeouts: nothing to learn from, not
-    even "no headers"), and a 429 (Retry-After 0.5) at 2 s. What it learned shows here: a
+    others to new contacts, all answered 200 without rate headers (nothing to learn a budget
+    from), and a 429 (Retry-After 0.5) at 2 s. What it learned shows here: a
     shared budget holds the pace at its limit, a per-path one holds the repeated contact to its
     own spacing, no budget lets the pace climb, and a known limit makes the 429 drop smaller."""
     clock = FakeClock()
@@ -142,7 +142,7 @@ def what_it_does_next(
                 contact = name if same_contact else f"{name}-{n}"
                 await pacer.acquire(contact)
                 sent.append((contact, clock.now(), pacer.rate))
-                pacer.observe(contact, TIMED_OUT)
+                pacer.observe(contact, OK)
             raise AssertionError("the script sent more than it could in 4 s")
 
         return work
@@ -506,14 +506,16 @@ def test_two_429s_at_once_share_one_pause_and_one_drop() -> None:
         pytest.param(None, 1.0, id="missing-waits-one-window"),
         pytest.param(0.0, 1.0, id="zero-waits-one-window"),
         pytest.param(-5.0, 1.0, id="negative-waits-one-window"),
-        pytest.param(7200.0, 1.0, id="absurd-waits-one-window"),
+        pytest.param(7200.0, 600.0, id="long-waits-at-most-max-pause"),
         pytest.param(3.0, 3.0, id="honoured"),
     ],
 )
 def test_429_without_a_sensible_retry_after_pauses_one_window(
     retry_after: float | None, pause: float
 ) -> None:
-    """A 429 without a usable Retry-After pauses for one window (1 s)."""
+    """A 429 without a usable Retry-After pauses for one window (1 s); a long one pauses
+    at most max_pause (the policy stops the run past it), never the 1 s that hammered a
+    server asking for a day."""
     clock = FakeClock()
     pacer = Pacer(PacingConfig(start_rate=5.0), clock)
     pacer.observe("id:1", throttled(retry_after))
@@ -671,3 +673,33 @@ def test_requests_waiting_for_the_pace_do_not_raise_the_in_flight_cap() -> None:
         assert await acquire_unanswered(pacer, probe, within=10.0) == probe[:16]
 
     run_main(clock, main)
+
+
+def test_unanswered_requests_do_not_make_the_pace_climb() -> None:
+    """Windows where most requests got no answer at all do not climb the pace (an API that
+    is down once made it climb to 5,120/s); answered windows still do."""
+    for answer, climbs in ((TIMED_OUT, False), (OK, True)):
+        clock = FakeClock()
+        pacer = Pacer(PacingConfig(start_rate=5.0), clock, cpu_time=clock.cpu_time)
+        rates: list[float] = []
+
+        async def work(
+            pacer: Pacer = pacer, answer: Answer = answer, rates: list[float] = rates
+        ) -> None:
+            for n in range(40):
+                await pacer.acquire(f"id:{n}")
+                pacer.observe(f"id:{n}", answer)
+                rates.append(pacer.rate)
+
+        run_tasks(clock, work)
+        assert (max(rates) > 5.0) is climbs
+
+
+def test_429s_never_push_the_pace_below_min_rate() -> None:
+    """However many 429s come, the pace stays at min_rate or more (1/s by default)."""
+    clock = FakeClock()
+    pacer = Pacer(PacingConfig(start_rate=50.0), clock)
+    for n in range(40):
+        clock.advance(2.0)  # each 429 after the previous pause has passed: a drop each time
+        pacer.observe(f"id:{n}", throttled(1.0))
+    assert pacer.rate == pytest.approx(1.0)

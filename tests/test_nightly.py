@@ -104,6 +104,7 @@ def test_log_file_has_a_line_per_attempt_and_redacts(
     first = lines[0]
     assert set(first) == {
         "time", "row", "identifier", "attempt", "http_status", "latency_ms", "pace", "error",
+        "probe",
     }  # fmt: skip
     text = log.read_text()
     assert "ana@x.com" not in text

@@ -115,8 +115,9 @@ SCENARIOS: dict[str, tuple[dict[str, object] | None, tuple[str, ...], str, int |
     "401-mid-run-quiet": ({"token": SECRET, "revoke_after": 2}, ("--quiet",), "rows", 3),
     "wrong-token": ({"token": OTHER_TOKEN}, (), "rows", 3),
     "500s-retries-exhausted": ({"error_rate": 1.0}, ("--max-attempts", "2"), "rows", 1),
-    "dropped-connections": ({"drop_rate": 1.0}, ("--max-attempts", "2"), "rows", 1),
-    "connection-refused": (None, ("--max-attempts", "2"), "rows", 1),
+    # An API that never answers is an outage: the run stops (exit 3) quoting the last error.
+    "dropped-connections": ({"drop_rate": 1.0}, ("--outage-wait", "0"), "rows", 3),
+    "connection-refused": (None, ("--outage-wait", "0"), "rows", 3),
     "invalid-rows": ({}, (), "invalid rows", 1),
     "dry-run": ({}, ("--dry-run",), "rows", 0),
     "input-is-a-folder": ({}, (), "a folder", 2),
