@@ -45,6 +45,7 @@ def run(
         token=TOKEN,
         clock=clock,
         transport=transport,
+        rng=random.Random(7),  # with the seeded simulator and virtual time: the same every run
     )
     return summary, transport
 
@@ -105,9 +106,9 @@ def test_a_15_s_outage_holds_the_run_and_costs_no_row(tmp_path: Path) -> None:
 
 
 def test_probes_go_one_at_a_time_at_a_growing_interval(tmp_path: Path) -> None:
-    """During an outage one probe goes at a time, about 1 s after it is seen, then 2, 4,
-    8, 16 and at most 30 s apart, until outage_wait has passed since the API stopped
-    answering; the attempt log marks each probe."""
+    """During an outage one probe goes at a time, about 1 s after it is seen, then each
+    wait a fifth longer than the last, at most 30 s, until outage_wait has passed since the
+    API stopped answering; the attempt log marks each probe."""
     source = closes(tmp_path / "in.csv", 50)
     clock = FakeClock()
     transport = simulated_transport(SimulatorConfig(down_after=0, down_for=math.inf), clock=clock)
@@ -119,11 +120,14 @@ def test_probes_go_one_at_a_time_at_a_growing_interval(tmp_path: Path) -> None:
     log.close()
     lines = [json.loads(line) for line in log_path.read_text().splitlines()]
     probes = [line for line in lines if line["probe"]]
-    assert len(probes) == 7  # at about 2, 4, 8, 16, 32, 62 and 92 s; then 122 is too late
     refusals = transport.api.refusals
     probe_times = refusals[len(refusals) - len(probes) :]
     gaps = [later - earlier for earlier, later in pairwise(probe_times)]
-    assert gaps == pytest.approx([2, 4, 8, 16, 30, 30], abs=0.01)
+    waits = [min(30.0, 1.2**n) for n in range(1, len(probes))]  # 1.2, 1.44, ... 30, 30
+    assert gaps == pytest.approx(waits, abs=0.01)
+    next_wait = min(30.0, 1.2 ** len(probes))
+    assert probe_times[-1] + next_wait > refusals[0] + 120  # no probe left before the stop
+    assert len(probes) >= 15
     assert probe_times[0] <= 3
     assert clock.now() == pytest.approx(refusals[0] + 120, abs=0.01)
 
