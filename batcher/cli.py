@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from batcher import __version__
 from batcher.errors import BatcherError, RunAborted, UsageError
 from batcher.models import Plan, RunSummary
 
@@ -65,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="batcher",
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"batcher {__version__}", help="print the version"
     )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
@@ -117,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         nargs="?",
         metavar="INPUT.csv",
-        help="the file to run (default: sample_inputs/demo.csv)",
+        help="the file to run (default: the sample shipped with batcher, samples/demo.csv)",
     )
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(command=_demo)

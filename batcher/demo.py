@@ -19,8 +19,9 @@ from batcher.progress import make_progress
 from batcher.runner import run_batch
 from batcher.simulator import SimulatorConfig, running
 
-#: The sample file the demo runs when none is named.
-DEMO_INPUT = Path(__file__).resolve().parent.parent / "sample_inputs" / "demo.csv"
+#: The sample file the demo runs when none is named: package data, so that an installed
+#: batcher (pip, a wheel, pipx) finds it from any folder.
+DEMO_INPUT = Path(__file__).resolve().parent / "samples" / "demo.csv"
 
 
 def run_demo(input_path: Path | None = None, *, progress: bool = True) -> RunSummary:
