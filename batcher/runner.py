@@ -400,13 +400,15 @@ class _Run:
             if job is not None:
                 recorder.not_sent(job, Reason.IN_FLIGHT_INTERRUPTED)
             else:
-                recorder.record(Result(record, Outcome.SKIPPED, error=TEXTS[reason], reason=reason))
+                result = Result(record, Outcome.SKIPPED, error=TEXTS[reason], reason=reason)
+                recorder.record(result, done=False)
 
     async def _show_progress(self, queue: WorkQueue, health: Health) -> None:
         while True:
             self.progress.show(
                 pace=self.pacer.rate,
-                waiting=queue.waiting,
+                requeued=queue.requeued,
+                retrying=queue.retrying,
                 due_in=queue.next_due_in,
                 paused_for=self.pacer.paused_for,
                 outage=health.outage_note(),
