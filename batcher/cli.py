@@ -79,7 +79,17 @@ def _parser() -> argparse.ArgumentParser:
         "The token is read from the environment variable AELYST_API_TOKEN (its name can "
         "be changed in the config file), never from the command line.",
     )
-    run.add_argument("input", type=Path, metavar="INPUT.csv", help="the rows to apply")
+    run.add_argument(
+        "input",
+        type=Path,
+        metavar="INPUT.csv",
+        help='the rows to apply: a CSV file, or an .xlsx workbook (pip install "batcher[excel]")',
+    )
+    run.add_argument(
+        "--sheet",
+        metavar="NAME",
+        help="the workbook's sheet to read (default: the first); only for .xlsx input",
+    )
     _add_run_options(run)
     run.set_defaults(command=_run)
 
@@ -275,6 +285,7 @@ def _run(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             restart=args.restart,
             failed_out=args.failed_out,
+            sheet=args.sheet,
             **options,
         )
 

@@ -136,13 +136,14 @@ def test_python_dash_m_and_help_exit_0() -> None:
 
 
 def test_help_does_not_import_pandas_or_httpx() -> None:
-    """`batcher --help` stays fast: pandas and httpx are imported only when a run starts."""
+    """`batcher --help` stays fast: pandas, httpx (and openpyxl) are imported only when a run
+    starts."""
     code = (
         "import sys, contextlib, io\n"
         "from batcher.cli import main\n"
         "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
         "    main(['--help'])\n"
-        "print(sorted(m for m in ('pandas', 'httpx', 'tqdm') if m in sys.modules))\n"
+        "print(sorted(m for m in ('pandas', 'httpx', 'tqdm', 'openpyxl') if m in sys.modules))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code],
