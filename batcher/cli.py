@@ -124,7 +124,8 @@ def _parser() -> argparse.ArgumentParser:
         "demo",
         help="run a sample file against the simulator (no token, no network)",
         description="Start the simulator on a free loopback port, run a sample file against "
-        "it and print the summary and where the results file is.",
+        "it, print the summary and the first rows of the results, and say where the results "
+        "file is.",
     )
     demo.add_argument(
         "input",
@@ -132,6 +133,12 @@ def _parser() -> argparse.ArgumentParser:
         nargs="?",
         metavar="INPUT.csv",
         help="the file to run (default: the sample shipped with batcher, samples/demo.csv)",
+    )
+    demo.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="write the results file into this folder (made if need be) instead of a temporary one",
     )
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(command=_demo)
@@ -509,9 +516,10 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from batcher.demo import run_demo  # noqa: PLC0415
+    from batcher.demo import results_table, run_demo  # noqa: PLC0415
 
-    summary = run_demo(args.input, progress=not args.no_progress)
+    summary = run_demo(args.input, progress=not args.no_progress, keep=args.keep)
     _print_summary(summary)
+    print(results_table(Path(summary.results_path)))
     print(f"demo: results written to {summary.results_path}")
     return EXIT_OK
