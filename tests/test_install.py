@@ -88,3 +88,16 @@ def test_plain_install_runs_the_demo_from_an_unrelated_folder(tmp_path: Path) ->
         stdin=subprocess.DEVNULL,
     )
     assert not Path(where.stdout.strip()).is_relative_to(CHECKOUT)
+
+
+def test_readme_first_screen_keeps_the_two_set_up_commands() -> None:
+    """The README's first code block still installs (editable, with dev) and runs the demo,
+    then runs the tests: the two commands a new user copies."""
+    readme = (CHECKOUT / "README.md").read_text(encoding="utf-8")
+    first_block = readme.split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = [line for line in first_block.splitlines() if line and not line.startswith("#")]
+    assert commands == [
+        'python3 -m venv .venv && .venv/bin/pip install -e ".[dev]" && .venv/bin/batcher demo',
+        ".venv/bin/python -m pytest",
+    ]
+    assert readme.index("```sh") < readme.index("## ")  # before the first section
