@@ -7,6 +7,7 @@ loop ever asks "are we quiet?".
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING, NoReturn, Protocol, TextIO
 
@@ -89,16 +90,22 @@ class BarProgress:
         self._ok = 0
         self._failed = 0
         self._text = ""
+        self._pace = 0.0
 
     def start(self, total: int, done: int) -> None:
         from tqdm import tqdm  # noqa: PLC0415 - keep `batcher --help` fast
 
+        # A terminal that reports no size (`script` run without a terminal around it, some
+        # CI pseudo-terminals) would get a bar 0 columns wide on row -1, that is none at all.
+        follow_size = all(_terminal_size(self._stream))
         self._bar = tqdm(
             total=total,
             initial=done,
             file=self._stream,
             unit="row",
-            dynamic_ncols=True,
+            dynamic_ncols=follow_size,
+            ncols=None if follow_size else _FALLBACK_SIZE[0],
+            nrows=None if follow_size else _FALLBACK_SIZE[1],
             leave=True,
         )
 
@@ -126,6 +133,7 @@ class BarProgress:
         paused_for: float,
         outage: str = "",
     ) -> None:
+        self._pace = pace
         text = bar_text(
             ok=self._ok,
             failed=self._failed,
@@ -142,7 +150,23 @@ class BarProgress:
 
     def close(self) -> None:
         if self._bar is not None:
+            # The last frame shows the final counts, not those of the last half-second tick;
+            # nothing waits any more.
+            self.show(pace=self._pace, requeued=0, retrying=0, due_in=0.0, paused_for=0.0)
             self._bar.close()
+
+
+#: The bar's columns and rows on a terminal that does not say its size.
+_FALLBACK_SIZE = (100, 24)
+
+
+def _terminal_size(stream: TextIO) -> tuple[int, int]:
+    """Columns and rows of the terminal ``stream`` writes to; 0 where it says none."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return (0, 0)
+    return (size.columns, size.lines)
 
 
 def bar_text(

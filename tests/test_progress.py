@@ -74,6 +74,7 @@ def test_bar_appears_at_start_and_a_resumed_bar_starts_at_rows_done() -> None:
     bar.close()
     assert "100%" in stream.getvalue()
     assert "10/10" in stream.getvalue()
+    assert stream.getvalue().rstrip().endswith("ok 6 · failed 0]")  # the final counts
 
 
 class CountingProgress:
@@ -144,12 +145,17 @@ def test_a_stopped_run_does_not_fill_the_bar_and_its_resume_ends_at_100(tmp_path
 # -- on a real terminal ------------------------------------------------------------------------
 
 
-def on_a_terminal(args: list[str], *, cwd: Path, timeout: float = 60.0) -> str:
-    """Run ``args`` with stdout and stderr on a pseudo-terminal (80x24); return the raw
-    bytes it wrote, as text. Bounded by ``timeout``; the process is killed by its pid."""
+def on_a_terminal(
+    args: list[str], *, cwd: Path, timeout: float = 60.0, size: tuple[int, int] = (100, 24)
+) -> str:
+    """Run ``args`` with stdout and stderr on a pseudo-terminal of ``size`` (columns, rows);
+    return the raw bytes it wrote, as text. Bounded by ``timeout``; the process is killed by
+    its pid."""
     master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    env = {**os.environ, "AELYST_API_TOKEN": TOKEN, "TERM": "xterm", "COLUMNS": "100"}
+    columns, rows = size
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    env = {**os.environ, "AELYST_API_TOKEN": TOKEN, "TERM": "xterm"}
+    env.pop("COLUMNS", None)
     process = subprocess.Popen(
         args, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, cwd=cwd, env=env
     )
@@ -209,3 +215,20 @@ def test_on_a_terminal_the_plan_comes_before_the_bar_and_a_resume_ends_at_100(
     assert (int(bars[0][1]), int(bars[0][2])) == (done, 40)  # starts at the rows done
     assert bars[-1] == ("100", "40", "40")
     assert {r["outcome"] for r in read_results(tmp_path / "in.results.csv")} == {"ok"}
+
+
+def test_a_terminal_that_reports_no_width_still_gets_a_bar(tmp_path: Path) -> None:
+    """A pseudo-terminal of 0x0 (as under `script` without a terminal around it) still shows
+    the bar, at a fixed size, instead of an empty line."""
+    code = (
+        "import sys\n"
+        "from batcher.models import Outcome\n"
+        "from batcher.progress import make_progress\n"
+        "bar = make_progress(True)\n"
+        "bar.start(10, 3)\n"
+        "bar.advance(Outcome.OK)\n"
+        "bar.close()\n"
+    )
+    raw = on_a_terminal([sys.executable, "-c", code], cwd=tmp_path, size=(0, 0))
+    assert "%|" in raw, repr(raw)
+    assert "4/10" in raw
