@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from batcher import __version__
 from batcher.errors import BatcherError, RunAborted, UsageError
 from batcher.models import Plan, RunSummary
 
@@ -86,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--version", action="version", version=f"batcher {__version__}", help="print the version"
+    )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -95,7 +99,17 @@ def _parser() -> argparse.ArgumentParser:
         "The token is read from the environment variable AELYST_API_TOKEN (its name can "
         "be changed in the config file), never from the command line.",
     )
-    run.add_argument("input", type=Path, metavar="INPUT.csv", help="the rows to apply")
+    run.add_argument(
+        "input",
+        type=Path,
+        metavar="INPUT.csv",
+        help='the rows to apply: a CSV file, or an .xlsx workbook (pip install "batcher[excel]")',
+    )
+    run.add_argument(
+        "--sheet",
+        metavar="NAME",
+        help="the workbook's sheet to read (default: the first); only for .xlsx input",
+    )
     _add_run_options(run)
     run.set_defaults(command=_run)
 
@@ -130,14 +144,21 @@ def _parser() -> argparse.ArgumentParser:
         "demo",
         help="run a sample file against the simulator (no token, no network)",
         description="Start the simulator on a free loopback port, run a sample file against "
-        "it and print the summary and where the results file is.",
+        "it, print the summary and the first rows of the results, and say where the results "
+        "file is.",
     )
     demo.add_argument(
         "input",
         type=Path,
         nargs="?",
         metavar="INPUT.csv",
-        help="the file to run (default: sample_inputs/demo.csv)",
+        help="the file to run (default: the sample shipped with batcher, samples/demo.csv)",
+    )
+    demo.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="write the results file into this folder (made if need be) instead of a temporary one",
     )
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(command=_demo)
@@ -298,6 +319,7 @@ def _run(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             restart=args.restart,
             failed_out=args.failed_out,
+            sheet=args.sheet,
             **options,
         )
 
@@ -550,9 +572,10 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from batcher.demo import run_demo  # noqa: PLC0415
+    from batcher.demo import results_table, run_demo  # noqa: PLC0415
 
-    summary = run_demo(args.input, progress=not args.no_progress)
+    summary = run_demo(args.input, progress=not args.no_progress, keep=args.keep)
     _print_summary(summary)
+    print(results_table(Path(summary.results_path)))
     print(f"demo: results written to {summary.results_path}")
     return EXIT_OK

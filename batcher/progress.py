@@ -7,6 +7,7 @@ loop ever asks "are we quiet?".
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING, NoReturn, Protocol, TextIO
 
@@ -21,16 +22,24 @@ class Progress(Protocol):
         """The run begins: ``total`` rows, ``done`` of them finished by an earlier run."""
 
     def advance(self, outcome: Outcome) -> None:
-        """One more row has its final outcome."""
+        """One more row is done (not called for rows a stop left unsent)."""
 
     def note(self, message: str) -> None:
         """A line for the person watching (on stderr, without breaking the bar)."""
 
     def show(
-        self, *, pace: float, waiting: int, due_in: float, paused_for: float, outage: str = ""
+        self,
+        *,
+        pace: float,
+        requeued: int,
+        retrying: int,
+        due_in: float,
+        paused_for: float,
+        outage: str = "",
     ) -> None:
-        """The pace (requests/s), rows set aside (449, backoff) and when the next is due,
-        and an outage going on ("API unreachable since ..., next try in 8 s")."""
+        """The pace (requests/s), rows set aside after a 449 (``requeued``) or a failure
+        (``retrying``) and when the next is due, a 429 pause, and an outage going on
+        ("API unreachable since ..., next try in 8 s")."""
 
     def close(self) -> None: ...
 
@@ -52,7 +61,14 @@ class NullProgress:
             print(f"batcher: {message}", file=self._stream, flush=True)
 
     def show(
-        self, *, pace: float, waiting: int, due_in: float, paused_for: float, outage: str = ""
+        self,
+        *,
+        pace: float,
+        requeued: int,
+        retrying: int,
+        due_in: float,
+        paused_for: float,
+        outage: str = "",
     ) -> None:
         pass
 
@@ -74,16 +90,22 @@ class BarProgress:
         self._ok = 0
         self._failed = 0
         self._text = ""
+        self._pace = 0.0
 
     def start(self, total: int, done: int) -> None:
         from tqdm import tqdm  # noqa: PLC0415 - keep `batcher --help` fast
 
+        # A terminal that reports no size (`script` run without a terminal around it, some
+        # CI pseudo-terminals) would get a bar 0 columns wide on row -1, that is none at all.
+        follow_size = all(_terminal_size(self._stream))
         self._bar = tqdm(
             total=total,
             initial=done,
             file=self._stream,
             unit="row",
-            dynamic_ncols=True,
+            dynamic_ncols=follow_size,
+            ncols=None if follow_size else _FALLBACK_SIZE[0],
+            nrows=None if follow_size else _FALLBACK_SIZE[1],
             leave=True,
         )
 
@@ -102,23 +124,79 @@ class BarProgress:
             self._bar.update(1)
 
     def show(
-        self, *, pace: float, waiting: int, due_in: float, paused_for: float, outage: str = ""
+        self,
+        *,
+        pace: float,
+        requeued: int,
+        retrying: int,
+        due_in: float,
+        paused_for: float,
+        outage: str = "",
     ) -> None:
-        if outage:
-            text = outage
-        else:
-            text = f"{pace:.1f} req/s ok={self._ok} failed={self._failed} waiting(449)={waiting}"
-            if waiting:
-                text += f" next in {due_in:.0f}s"
-            if paused_for > 0:
-                text += f" paused {paused_for:.1f}s (429)"
+        self._pace = pace
+        text = bar_text(
+            ok=self._ok,
+            failed=self._failed,
+            pace=pace,
+            requeued=requeued,
+            retrying=retrying,
+            due_in=due_in,
+            paused_for=paused_for,
+            outage=outage,
+        )
         if text != self._text and self._bar is not None:
             self._text = text
             self._bar.set_postfix_str(text, refresh=False)
 
     def close(self) -> None:
         if self._bar is not None:
+            # The last frame shows the final counts, not those of the last half-second tick;
+            # nothing waits any more.
+            self.show(pace=self._pace, requeued=0, retrying=0, due_in=0.0, paused_for=0.0)
             self._bar.close()
+
+
+#: The bar's columns and rows on a terminal that does not say its size.
+_FALLBACK_SIZE = (100, 24)
+
+
+def _terminal_size(stream: TextIO) -> tuple[int, int]:
+    """Columns and rows of the terminal ``stream`` writes to; 0 where it says none."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return (0, 0)
+    return (size.columns, size.lines)
+
+
+def bar_text(
+    *,
+    ok: int,
+    failed: int,
+    pace: float,
+    requeued: int,
+    retrying: int,
+    due_in: float,
+    paused_for: float,
+    outage: str = "",
+) -> str:
+    """What the bar says after its counts, each number with its name:
+    ``19.6 req/s · ok 120 · failed 1 · 449 waiting 3 · retrying 2 · next in 4s``.
+
+    Set-aside rows and the next due time appear only while some wait; a 429 pause and an
+    outage only while they last (an outage says so first: no request goes meanwhile).
+    """
+    parts = [outage] if outage else []
+    parts += [f"{pace:.1f} req/s", f"ok {ok}", f"failed {failed}"]
+    if requeued:
+        parts.append(f"449 waiting {requeued}")
+    if retrying:
+        parts.append(f"retrying {retrying}")
+    if requeued or retrying:
+        parts.append(f"next in {due_in:.0f}s")
+    if paused_for > 0:
+        parts.append(f"paused {paused_for:.1f}s (429)")
+    return " · ".join(parts)
 
 
 def make_progress(enabled: bool, *, quiet: bool = False, stream: TextIO | None = None) -> Progress:

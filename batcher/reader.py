@@ -14,6 +14,11 @@ The file is read twice, both times streaming:
 A record with more fields than the header is kept, never shifted: pandas'
 python engine hands such lines to a callback, which folds the surplus into a
 hidden overflow column, and the record comes out with a ``problem``.
+
+An ``.xlsx`` workbook is read through the same path: ``scanned_input`` has
+``batcher.workbook`` write its sheet as UTF-8 CSV text to a temporary file for
+as long as the run lasts, and the ``InputInfo`` keeps the workbook as the
+input's identity (its path in messages, its hash for resume).
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ import csv
 import hashlib
 import io
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from batcher.errors import InputFileError
+from batcher.errors import InputFileError, UsageError
 from batcher.models import INPUT_COLUMNS, Record
 
 #: Delimiters batcher recognises when none is given.
@@ -35,6 +41,8 @@ DELIMITERS = (",", ";", "\t", "|")
 _OVERFLOW = "\x00overflow"
 _REQUIRED = ("identifier", "status")
 _BLOCK = 1 << 20
+#: File name endings read as Excel workbooks (``batcher.workbook``).
+WORKBOOK_SUFFIXES = (".xlsx", ".xlsm")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +58,8 @@ class InputInfo:
         extra_columns: The other columns' names, in file order.
         records: Records in the file (header and blank lines not counted).
         sha256: Hex digest of the file's bytes.
+        text_path: Where the records are read from when that is not ``path``: a workbook's
+            sheet as CSV text (``batcher.workbook``). None for a CSV input.
     """
 
     path: Path
@@ -60,10 +70,47 @@ class InputInfo:
     extra_columns: tuple[str, ...]
     records: int
     sha256: str
+    text_path: Path | None = None
 
 
-def scan_input(path: Path, *, encoding: str = "utf-8", delimiter: str | None = None) -> InputInfo:
-    """Check the whole input file before a run; raise ``InputFileError`` if it cannot be used."""
+def is_workbook(path: Path) -> bool:
+    """Whether ``path`` names an Excel workbook (read by ``batcher.workbook``)."""
+    return path.suffix.casefold() in WORKBOOK_SUFFIXES
+
+
+@contextmanager
+def scanned_input(
+    path: Path, *, encoding: str = "utf-8", delimiter: str | None = None, sheet: str | None = None
+) -> Iterator[InputInfo]:
+    """``scan_input`` for a CSV file; for an ``.xlsx`` workbook, its sheet (the first, or
+    ``sheet``) checked the same way, its text kept in a temporary file until the block ends."""
+    if is_workbook(path):
+        from batcher.workbook import spooled_workbook  # noqa: PLC0415 - only for .xlsx input
+
+        with spooled_workbook(path, sheet=sheet) as info:
+            yield info
+        return
+    if sheet is not None:
+        raise UsageError(f"--sheet is for an .xlsx workbook; {str(path)!r} is read as CSV")
+    if path.suffix.casefold() in (".xls", ".xlsb", ".ods"):
+        raise InputFileError(
+            f"{str(path)!r}: batcher reads .xlsx workbooks and CSV files; save it as one of those"
+        )
+    yield scan_input(path, encoding=encoding, delimiter=delimiter)
+
+
+def scan_input(
+    path: Path,
+    *,
+    encoding: str = "utf-8",
+    delimiter: str | None = None,
+    shown_as: Path | None = None,
+) -> InputInfo:
+    """Check the whole input file before a run; raise ``InputFileError`` if it cannot be used.
+
+    ``shown_as``: the name messages give the file (a workbook, for its CSV text).
+    """
+    name = str(shown_as or path)
     # utf-8-sig reads files with and without a byte-order mark alike.
     codec = "utf-8-sig" if _text_codec(encoding).name == "utf-8" else encoding
     digest = hashlib.sha256()
@@ -76,14 +123,14 @@ def scan_input(path: Path, *, encoding: str = "utf-8", delimiter: str | None = N
             )
         raw = path.open("rb")
     except OSError as exc:
-        raise InputFileError(f"cannot open input file {str(path)!r}: {exc.strerror}") from exc
+        raise InputFileError(f"cannot open input file {name!r}: {exc.strerror}") from exc
     with raw:
         text = _HashingDecoder(raw, codec, digest)
         records = 0
         try:
             first_line = text.peek_line()
             if not first_line.strip():
-                raise InputFileError(f"input file {str(path)!r} is empty: it needs a header row")
+                raise InputFileError(f"input file {name!r} is empty: it needs a header row")
             sep = delimiter or _sniff_delimiter(first_line)
             # strict, as pandas' python engine reads it: a quoting error the lenient csv
             # reader would paper over makes pandas drop the whole record without a word.
@@ -98,16 +145,16 @@ def scan_input(path: Path, *, encoding: str = "utf-8", delimiter: str | None = N
         except UnicodeError as exc:
             reason = exc.reason if isinstance(exc, UnicodeDecodeError) else str(exc)
             raise InputFileError(
-                f"input file {str(path)!r}, record {records + 1} (line {text.line_number + 1}): "
+                f"input file {name!r}, record {records + 1} (line {text.line_number + 1}): "
                 f"bytes that are not {encoding} ({reason}); name the file's encoding "
                 "with --encoding"
             ) from exc
         except csv.Error as exc:
             raise InputFileError(
-                f"input file {str(path)!r}, the record that starts on line {starts_at}: "
+                f"input file {name!r}, the record that starts on line {starts_at}: "
                 f"{exc}{_quoting_hint(str(exc), sep)}"
             ) from exc
-    columns, extras = _map_columns(path, header)
+    columns, extras = _map_columns(name, header)
     return InputInfo(path, codec, sep, header, columns, extras, records, digest.hexdigest())
 
 
@@ -144,7 +191,7 @@ def read_records(info: InputInfo, *, chunk_rows: int = 50_000) -> Iterator[Recor
         return [*fields[:width], info.delimiter.join(fields[width:])]
 
     chunks = pd.read_csv(
-        info.path,
+        info.text_path or info.path,
         sep=info.delimiter,
         # The header line is read as a row (and dropped below): with fewer fields than
         # `names`, pandas never mistakes the first column for an index, as it would if the
@@ -201,7 +248,7 @@ def _sniff_delimiter(header_line: str) -> str:
 
 
 def _map_columns(
-    path: Path, header: tuple[str, ...]
+    shown: str, header: tuple[str, ...]
 ) -> tuple[dict[str, int | None], tuple[str, ...]]:
     """Match header names without regard to case or surrounding spaces."""
     folded = [name.casefold() for name in header]
@@ -209,7 +256,7 @@ def _map_columns(
     for name in folded:
         if name in seen:
             raise InputFileError(
-                f"input file {str(path)!r}: the header names column {name!r} more than once"
+                f"input file {shown!r}: the header names column {name!r} more than once"
             )
         seen.add(name)
     columns: dict[str, int | None] = {
@@ -219,7 +266,7 @@ def _map_columns(
     if missing:
         found = ", ".join(repr(name) for name in header) or "none"
         raise InputFileError(
-            f"input file {str(path)!r} has no {' or '.join(repr(m) for m in missing)} column "
+            f"input file {shown!r} has no {' or '.join(repr(m) for m in missing)} column "
             f"(columns found: {found})"
         )
     extras = tuple(name for name, low in zip(header, folded, strict=True) if low not in columns)

@@ -4,6 +4,10 @@ Whatever part of the run decides an outcome (the feeder for invalid and
 duplicate rows, a worker for an answer, the stop for rows not sent), it hands
 the ``Result`` to ``Recorder.record``, which writes it to the journal first
 (durable before anything else happens), then counts it and moves the bar.
+
+A row the run stopped before sending gets its outcome too (``skipped``, not
+sent), but it does not move the bar: the bar counts rows done, and after a
+Ctrl-C it stays where the work stopped instead of jumping to 100 %.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ class Recorder:
         self.summary = summary
         self._progress = progress
 
-    def record(self, result: Result) -> None:
-        """Store one row's final outcome durably, count it, and show it.
+    def record(self, result: Result, *, done: bool = True) -> None:
+        """Store one row's final outcome durably, count it, and show it; ``done=False`` for a
+        row the run stopped before sending: the bar does not count it.
 
         A journal that cannot be written (a full disk) stops the run: ``StorageError``.
         """
@@ -39,7 +44,8 @@ class Recorder:
                 summary=self.summary,
             ) from exc
         self.summary.count(result)
-        self._progress.advance(result.outcome)
+        if done:
+            self._progress.advance(result.outcome)
 
     def answered(self, http_status: int | None) -> None:
         """One request got this answer (None: no answer at all)."""
@@ -53,6 +59,7 @@ class Recorder:
         *,
         error: str = "",
         contact_id: int | None = None,
+        done: bool = True,
     ) -> None:
         """A queued row's final outcome, with what it had been through."""
         tries = job.tries
@@ -65,9 +72,10 @@ class Recorder:
                 attempts=tries.attempts,
                 error=error,
                 reason=reason,
-            )
+            ),
+            done=done,
         )
 
     def not_sent(self, job: Job, reason: Reason) -> None:
         """A queued row the run stopped before sending (again)."""
-        self.record_job(job, Outcome.SKIPPED, reason, error=TEXTS[reason])
+        self.record_job(job, Outcome.SKIPPED, reason, error=TEXTS[reason], done=False)

@@ -49,7 +49,7 @@ from batcher.models import TEXTS, Outcome, Plan, Reason, Result, RunSummary, Sec
 from batcher.paths import check_outputs
 from batcher.policy import Policy, is_final, worth_retrying
 from batcher.progress import NullProgress, Progress
-from batcher.reader import scan_input
+from batcher.reader import scanned_input
 from batcher.recording import Recorder
 from batcher.stopping import Stopper
 from batcher.worker import Workers
@@ -118,18 +118,21 @@ def run_batch(
     dry_run: bool = False,
     restart: bool = False,
     failed_out: str | Path | None = None,
+    sheet: str | None = None,
     **options: Unpack[RunOptions],
 ) -> RunSummary:
     """Run a whole batch and write its results file; return the run's counts.
 
     Args:
-        input_path: The input CSV.
+        input_path: The input CSV, or an ``.xlsx`` workbook (needs ``batcher[excel]``).
         out: The results file (default ``<input stem>.results.csv`` beside the input, or
             ``<input stem>.dry-run.csv`` for a dry run).
         settings: Run settings (default ``Settings()``).
         dry_run: Read and validate everything, send nothing.
         restart: Discard what an interrupted run of the same results file recorded.
-        failed_out: Also write the rows worth another try here, in the input's own columns.
+        failed_out: Also write the rows worth another try here, in the input's own columns
+            (as CSV, a workbook's too).
+        sheet: The workbook's sheet to read (default: the first); only for ``.xlsx`` input.
         options: See ``RunOptions``: token, transport, clock, progress, rng, ...
 
     Raises:
@@ -139,17 +142,19 @@ def run_batch(
     """
     settings = settings or Settings()
     source = Path(input_path)
-    info = scan_input(source, encoding=settings.encoding, delimiter=settings.delimiter or None)
     default = dry_run_path(source) if dry_run else default_results_path(source)
-    return start_run(
-        input_source(info),
-        out=Path(out) if out is not None else default,
-        settings=settings,
-        dry_run=dry_run,
-        restart=restart,
-        failed_out=Path(failed_out) if failed_out is not None else None,
-        **options,
-    )
+    with scanned_input(
+        source, encoding=settings.encoding, delimiter=settings.delimiter or None, sheet=sheet
+    ) as info:
+        return start_run(
+            input_source(info),
+            out=Path(out) if out is not None else default,
+            settings=settings,
+            dry_run=dry_run,
+            restart=restart,
+            failed_out=Path(failed_out) if failed_out is not None else None,
+            **options,
+        )
 
 
 def start_run(
@@ -475,13 +480,15 @@ class _Run:
             if job is not None:
                 recorder.not_sent(job, Reason.IN_FLIGHT_INTERRUPTED)
             else:
-                recorder.record(Result(record, Outcome.SKIPPED, error=TEXTS[reason], reason=reason))
+                result = Result(record, Outcome.SKIPPED, error=TEXTS[reason], reason=reason)
+                recorder.record(result, done=False)
 
     async def _show_progress(self, queue: WorkQueue, health: Health) -> None:
         while True:
             self.progress.show(
                 pace=self.pacer.rate,
-                waiting=queue.waiting,
+                requeued=queue.requeued,
+                retrying=queue.retrying,
                 due_in=queue.next_due_in,
                 paused_for=self.pacer.paused_for,
                 outage=health.outage_note(),

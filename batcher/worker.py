@@ -16,7 +16,7 @@ from batcher.clock import Clock
 from batcher.health import Health
 from batcher.limiter import Pacer
 from batcher.models import Reason
-from batcher.policy import Decision, Finish, Policy, StopRun
+from batcher.policy import Decision, Finish, Policy, Requeue, StopRun
 from batcher.progress import Progress
 from batcher.recording import Recorder
 from batcher.stopping import Stopper
@@ -138,7 +138,7 @@ class Workers:
                 verdict = self._health.finished(job.contact, finish, job.tries.last_status)
                 if verdict is not None:
                     self._stopper.stop(*verdict)
-        elif not self._queue.set_aside(job, decision.delay):
+        elif not self._queue.set_aside(job, decision.delay, requeue=isinstance(decision, Requeue)):
             self._recorder.not_sent(job, self._stopper.reason or Reason.NOT_SENT_ERROR)
 
     def _note_health(self, was_down: bool) -> None:

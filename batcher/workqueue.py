@@ -8,7 +8,8 @@ Three rules shape it:
   wait behind it (``_busy[contact]``), not in the ready queue.
 * A row set aside (449 "in queue", or a backoff after a 5xx) waits in a
   min-heap by due time while the workers keep sending other rows; it goes
-  first once due.
+  first once due. The queue knows which of the two each is, so the progress
+  bar can say "449 waiting 3 · retrying 2" rather than one count of both.
 * The queue is bounded: the feeder waits while ``max_pending`` rows are
   queued, so a million-row file is never all in memory.
 
@@ -57,7 +58,9 @@ class WorkQueue:
         self._ready: deque[Job] = deque()  # sendable now, roughly in file order
         self._busy: dict[str, deque[Job]] = {}  # busy contact -> its later rows, in file order
         self._parked = 0  # rows waiting in _busy
-        self._delayed: list[tuple[float, int, Job]] = []  # min-heap by due time
+        self._delayed: list[tuple[float, int, Job, bool]] = []  # min-heap by due time;
+        # the bool: set aside by a 449 requeue (True) or for a retry after a failure (False)
+        self._requeued = 0  # entries of _delayed set aside by a 449
         self._seq = count()
         self._in_flight = 0
         self._closed = False
@@ -68,6 +71,16 @@ class WorkQueue:
     def waiting(self) -> int:
         """Rows set aside until a due time (449 requeues and backoffs)."""
         return len(self._delayed)
+
+    @property
+    def requeued(self) -> int:
+        """Rows set aside because the API answered 449 ("in queue, try later")."""
+        return self._requeued
+
+    @property
+    def retrying(self) -> int:
+        """Rows set aside to be tried again after a failure (5xx, timeout, no answer, 429)."""
+        return len(self._delayed) - self._requeued
 
     @property
     def next_due_in(self) -> float:
@@ -107,7 +120,8 @@ class WorkQueue:
             if self._stopped:
                 return None
             if self._delayed and self._delayed[0][0] <= self._clock.now():
-                job = heapq.heappop(self._delayed)[2]
+                _, _, job, requeued = heapq.heappop(self._delayed)
+                self._requeued -= requeued
             elif self._ready:
                 job = self._ready.popleft()
             elif self._closed and not self._delayed and self._in_flight == 0:
@@ -131,9 +145,10 @@ class WorkQueue:
             self._busy.pop(job.contact, None)
         self._notify()
 
-    def set_aside(self, job: Job, delay: float) -> bool:
+    def set_aside(self, job: Job, delay: float, *, requeue: bool = False) -> bool:
         """Send the job (with its new ``tries``) again after ``delay`` seconds; its contact
-        stays busy.
+        stays busy. ``requeue``: the API answered 449 (counted in ``requeued``); otherwise a
+        retry after a failure (counted in ``retrying``).
 
         False if the run has stopped: the caller records the row as not sent.
         """
@@ -141,7 +156,9 @@ class WorkQueue:
         if self._stopped:
             self._notify()
             return False
-        heapq.heappush(self._delayed, (self._clock.now() + delay, next(self._seq), job))
+        due = self._clock.now() + delay
+        heapq.heappush(self._delayed, (due, next(self._seq), job, requeue))
+        self._requeued += requeue
         self._notify()
         return True
 
@@ -153,6 +170,7 @@ class WorkQueue:
             left.extend(later_rows)
         self._ready.clear()
         self._delayed.clear()
+        self._requeued = 0
         self._busy.clear()
         self._parked = 0
         self._notify()

@@ -107,6 +107,40 @@ def test_demo_runs_against_the_simulator_without_a_token(
     assert {r["outcome"] for r in rows} >= {"ok", "invalid", "failed", "skipped"}
 
 
+def test_demo_shows_its_first_results_as_a_table_and_keep_writes_them_there(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """batcher demo prints the first rows of its results (row, identifier, outcome,
+    http_status, error) and where the file is; --keep DIR writes the file into DIR."""
+    monkeypatch.delenv("AELYST_API_TOKEN", raising=False)
+    keep = tmp_path / "kept" / "here"
+    result = cli("demo", "--no-progress", "--keep", keep)
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[0].split() == ["row", "identifier", "outcome", "http_status", "error"]
+    assert set(lines[1]) <= {"-", " "}
+    rows = read_results(keep / "demo.results.csv")
+    for line, row in zip(lines[2:12], rows[:10], strict=True):
+        assert line.split()[:4] == [
+            row["row"],
+            row["identifier"],
+            row["outcome"],
+            row["http_status"],
+        ]
+    assert "(10 of 56 rows)" in result.out
+    assert result.out.rstrip().endswith(f"results written to {keep / 'demo.results.csv'}")
+    assert "404 Contact not found" in result.out  # a row that is not ok shows why
+
+
+def test_demo_keep_must_be_a_folder(cli: Cli, tmp_path: Path) -> None:
+    """--keep naming a file: exit 2, nothing run."""
+    a_file = tmp_path / "f.txt"
+    a_file.write_text("x")
+    result = cli("demo", "--no-progress", "--keep", a_file)
+    assert result.code == 2
+    assert "--keep" in result.err
+
+
 def test_every_command_has_help_text() -> None:
     """Every subcommand and every option has help text."""
     parser = _parser()
@@ -136,13 +170,14 @@ def test_python_dash_m_and_help_exit_0() -> None:
 
 
 def test_help_does_not_import_pandas_or_httpx() -> None:
-    """`batcher --help` stays fast: pandas and httpx are imported only when a run starts."""
+    """`batcher --help` stays fast: pandas, httpx (and openpyxl) are imported only when a run
+    starts."""
     code = (
         "import sys, contextlib, io\n"
         "from batcher.cli import main\n"
         "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
         "    main(['--help'])\n"
-        "print(sorted(m for m in ('pandas', 'httpx', 'tqdm') if m in sys.modules))\n"
+        "print(sorted(m for m in ('pandas', 'httpx', 'tqdm', 'openpyxl') if m in sys.modules))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code],

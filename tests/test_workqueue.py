@@ -358,3 +358,33 @@ def test_put_blocked_at_max_pending_is_released_by_stop() -> None:
     run(clock, main)
     assert outcome == [False]
     assert [item.request.row for item in left] == [1]
+
+
+def test_set_aside_rows_are_counted_by_why_449_or_retry() -> None:
+    """A 449 requeue counts in `requeued`, a retry after a failure in `retrying`; each count
+    drops when its row comes back, and a stop empties both."""
+    clock = FakeClock()
+    queue = WorkQueue(clock=clock)
+
+    async def main() -> None:
+        await fill(queue, [job(n, f"id:{n}") for n in range(1, 5)])
+        taken = [await get_now(queue) for _ in range(4)]
+        assert queue.requeued == queue.retrying == 0
+        assert None not in taken
+        first, second, third, fourth = (item for item in taken if item is not None)
+        assert queue.set_aside(first, 1.0, requeue=True)
+        assert queue.set_aside(second, 0.5)
+        assert queue.set_aside(third, 2.0, requeue=True)
+        assert (queue.requeued, queue.retrying, queue.waiting) == (2, 1, 3)
+        back = await get_now(queue)  # the retry, due first
+        assert back is second
+        assert (queue.requeued, queue.retrying) == (2, 0)
+        back = await get_now(queue)
+        assert back is first
+        assert (queue.requeued, queue.retrying) == (1, 0)
+        assert queue.set_aside(fourth, 5.0)
+        assert (queue.requeued, queue.retrying) == (1, 1)
+        queue.stop()
+        assert (queue.requeued, queue.retrying, queue.waiting) == (0, 0, 0)
+
+    run(clock, main)
