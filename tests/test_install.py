@@ -4,6 +4,7 @@ package, and ``batcher --version`` prints the one version there is."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -45,10 +46,17 @@ def test_plain_install_runs_the_demo_from_an_unrelated_folder(tmp_path: Path) ->
     --no-deps; the new venv borrows this environment's dependencies through a .pth line
     (a plain path entry, so this checkout's editable install is not picked up with them).
     """
+    # A copy of what the wheel is built from, so the build leaves nothing in the checkout.
+    tree = tmp_path / "tree"
+    shutil.copytree(
+        CHECKOUT / "batcher", tree / "batcher", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(CHECKOUT / name, tree / name)
     dist = tmp_path / "dist"
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "--no-index", "-w", dist, CHECKOUT],
+         "--no-index", "-w", dist, tree],
         capture_output=True, text=True, timeout=300, check=False, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert built.returncode == 0, built.stderr[-2000:]
