@@ -97,6 +97,16 @@ def _parser() -> argparse.ArgumentParser:
     _add_run_options(retry, retry_command=True)
     retry.set_defaults(command=_retry)
 
+    state = commands.add_parser(
+        "state",
+        help="show what a state file (--state) remembers",
+        description="Show what a state file holds: how many identifiers it remembers, per "
+        "status last asked, and its oldest and newest success. It only reads the file, so "
+        "it may run while a job uses it.",
+    )
+    state.add_argument("state", type=Path, metavar="FILE", help="a state file (--state)")
+    state.set_defaults(command=_state)
+
     sim = commands.add_parser(
         "simulate",
         help="serve the built-in API simulator on 127.0.0.1",
@@ -221,6 +231,19 @@ def _add_run_options(run: argparse.ArgumentParser, *, retry_command: bool = Fals
         "100), are refused or failed (default: off)",
     )
     run.add_argument(
+        "--state",
+        type=Path,
+        metavar="FILE",
+        help="an SQLite file, kept from run to run, of the last request that succeeded for "
+        "each identifier (created if missing; locked while a run uses it)",
+    )
+    run.add_argument(
+        "--skip-done-within",
+        metavar="DURATION",
+        help="with --state: do not send a row asking for exactly what last succeeded for "
+        "its contact within DURATION (e.g. 7d, 12h); it is skipped as already done",
+    )
+    run.add_argument(
         "--summary-json",
         type=Path,
         metavar="FILE",
@@ -256,6 +279,10 @@ def _settings_from(args: argparse.Namespace) -> Any:
         "outage_wait": parse_duration(args.outage_wait) if args.outage_wait else None,
         "max_same_errors": args.max_same_errors,
         "max_errors": args.max_errors,
+        "state_file": None if args.state is None else str(args.state),
+        "skip_done_within": (
+            parse_duration(args.skip_done_within) if args.skip_done_within else None
+        ),
     }
     return load_settings(args.config, overrides)
 
@@ -445,6 +472,24 @@ def _add_simulator_options(sim: argparse.ArgumentParser) -> None:
     )
     sim.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     sim.add_argument("--log", metavar="FILE", help="append one JSON line per request")
+
+
+def _state(args: argparse.Namespace) -> int:
+    from batcher.state import StateFile, show_time  # noqa: PLC0415
+
+    state = StateFile(args.state, readonly=True)
+    try:
+        stats = state.stats()
+    finally:
+        state.close()
+    if not stats.rows or stats.oldest is None or stats.newest is None:
+        print(f"{args.state}: no success recorded yet")
+        return EXIT_OK
+    per_status = ", ".join(f"{status} {n}" for status, n in stats.statuses.items())
+    print(f"{args.state}: {stats.rows} identifiers ({per_status})")
+    print(f"  oldest success: {show_time(stats.oldest)}")
+    print(f"  newest success: {show_time(stats.newest)}")
+    return EXIT_OK
 
 
 def _simulator_config(args: argparse.Namespace) -> SimulatorConfig:

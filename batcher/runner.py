@@ -27,7 +27,8 @@ from __future__ import annotations
 import random
 from array import array
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, Unpack
 
@@ -38,7 +39,7 @@ from batcher.client import AelystClient
 from batcher.clock import Clock, SystemClock
 from batcher.config import Settings, checked_token, read_token
 from batcher.errors import UsageError
-from batcher.feed import Classifier, Feeder, Source, contains, input_source, plan
+from batcher.feed import AlreadyDone, Classifier, Feeder, Source, contains, input_source, plan
 from batcher.health import Health, HealthLimits
 from batcher.journal import Journal, journal_path
 from batcher.limiter import Pacer, PacingConfig
@@ -48,6 +49,7 @@ from batcher.policy import Policy, is_final, worth_retrying
 from batcher.progress import NullProgress, Progress
 from batcher.reader import scan_input
 from batcher.recording import Recorder
+from batcher.state import StateFile, use_state
 from batcher.stopping import Stopper
 from batcher.worker import Workers
 from batcher.workqueue import WorkQueue
@@ -163,6 +165,11 @@ def start_run(
         source.info.path.resolve(),
     ):
         raise UsageError(f"--failed-out {str(failed_out)!r} would overwrite the input or results")
+    if settings.state_file and Path(settings.state_file).resolve() in (
+        out.resolve(),
+        source.info.path.resolve(),
+    ):
+        raise UsageError(f"--state {settings.state_file!r} would overwrite the input or results")
     for path, what in ((out, "the results file"), (failed_out, "--failed-out")):
         if path is not None and path.is_dir():
             raise UsageError(f"{what} {str(path)!r} is a folder; name a file")
@@ -177,7 +184,7 @@ def start_run(
         secret = read_token(settings)
     del token
     clock = options.get("clock") or SystemClock()
-    with RunLock(out):
+    with RunLock(out), use_state(settings.state_file, dry_run=dry_run) as state:
         run = _Run(
             source=source,
             results_path=out,
@@ -188,6 +195,7 @@ def start_run(
             progress=options.get("progress") or NullProgress(),
             rng=options.get("rng") or random.Random(),
             attempt_log=options.get("attempt_log") or NullAttemptLog(),
+            state=state,
         )
         run.open_journal(restart=restart)
         on_plan = options.get("on_plan")
@@ -216,6 +224,7 @@ class _Run:
         progress: Progress,
         rng: random.Random,
         attempt_log: AttemptLog,
+        state: StateFile | None = None,
     ) -> None:
         self.source = source
         self.results_path = results_path
@@ -226,6 +235,12 @@ class _Run:
         self.progress = progress
         self.rng = rng
         self.attempt_log = attempt_log
+        self.state = state
+        #: How the classifier asks the state file (None: no row is skipped as already done).
+        self.already_done: AlreadyDone | None = None
+        if state is not None and settings.skip_done_within:
+            since = datetime.now(UTC) - timedelta(seconds=settings.skip_done_within)
+            self.already_done = partial(state.done_since, since=since)
         self.summary = RunSummary(results_path=str(results_path))
         #: Rows an earlier run of this job recorded for good, ascending (empty on a fresh run).
         self.done_rows: array[int] = array("q")
@@ -273,6 +288,7 @@ class _Run:
             done_rows=self.done_rows,
             start_rate=self.pacer.rate,
             ceiling=self.settings.rate or None,
+            already_done=self.already_done,
         )
 
     async def execute(
@@ -282,7 +298,9 @@ class _Run:
         started = clock.now()
         self.summary.started_at = _utc_now()
         self.progress.start(self.source.total, len(self.done_rows))
-        recorder = Recorder(self.journal, self.summary, self.progress)
+        recorder = Recorder(
+            self.journal, self.summary, self.progress, None if self.dry_run else self.state
+        )
         queue = WorkQueue(max_pending=max(1000, 8 * settings.concurrency), clock=clock)
         stopper = Stopper(
             clock=clock,
@@ -320,7 +338,9 @@ class _Run:
             progress=self.progress,
         )
         classifier = Classifier(
-            allowed_categories=settings.allowed_categories, done_rows=self.done_rows
+            allowed_categories=settings.allowed_categories,
+            done_rows=self.done_rows,
+            already_done=self.already_done,
         )
         feeder = Feeder(
             self.source,
