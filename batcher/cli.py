@@ -97,6 +97,18 @@ def _parser() -> argparse.ArgumentParser:
     _add_run_options(retry, retry_command=True)
     retry.set_defaults(command=_retry)
 
+    report = commands.add_parser(
+        "report",
+        help="counts and failures grouped by cause, from a results file",
+        description="Read a results file (finished or stopped, a run's or a retry's) and "
+        "print the rows per outcome (as the run's summary did) and per last HTTP status, "
+        "the rows that are not ok grouped by cause, most frequent first, with their first "
+        "row numbers, and what to run next.",
+    )
+    report.add_argument("results", type=Path, metavar="RESULTS.csv", help="a batcher results file")
+    report.add_argument("--json", action="store_true", help="print it as JSON instead")
+    report.set_defaults(command=_report)
+
     state = commands.add_parser(
         "state",
         help="show what a state file (--state) remembers",
@@ -472,6 +484,19 @@ def _add_simulator_options(sim: argparse.ArgumentParser) -> None:
     )
     sim.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     sim.add_argument("--log", metavar="FILE", help="append one JSON line per request")
+
+
+def _report(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from batcher.digest import digest  # noqa: PLC0415
+
+    found = digest(args.results)
+    if args.json:
+        print(json.dumps(found.as_json(), indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(found.lines()))
+    return EXIT_OK
 
 
 def _state(args: argparse.Namespace) -> int:
