@@ -44,15 +44,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.command(args)
     except BatcherError as exc:  # the run could not start: nothing was sent
         print(f"batcher: error: {exc}", file=sys.stderr)
-        summary_json = getattr(args, "summary_json", None)
-        if summary_json is not None and summary_json.parent.is_dir():
-            from batcher.report import write_json  # noqa: PLC0415
-
-            write_json(summary_json, {"exit_code": exc.exit_code, "error": str(exc)})
+        _could_not_start(args, exc.exit_code, str(exc))
         return exc.exit_code
     except OSError as exc:  # a file batcher was told to use cannot be opened or written
         where = f" {exc.filename!r}" if exc.filename else ""
-        print(f"batcher: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
+        message = f"cannot use{where}: {exc.strerror or exc}"
+        print(f"batcher: error: {message}", file=sys.stderr)
+        _could_not_start(args, EXIT_USAGE, message)
         return EXIT_USAGE
     except KeyboardInterrupt:  # outside the run's own signal handling (start-up, the end)
         print("batcher: interrupted; running the same command again resumes", file=sys.stderr)
@@ -256,6 +254,20 @@ def _add_run_options(run: argparse.ArgumentParser, *, retry_command: bool = Fals
         "its contact within DURATION (e.g. 7d, 12h); it is skipped as already done",
     )
     run.add_argument(
+        "--notify",
+        metavar="URL",
+        help="when the run ends (any exit code), POST the summary JSON with a 'text' "
+        "field holding the one-line summary (a Slack or Mattermost incoming webhook); "
+        "https, or http for a loopback host; never changes the exit code",
+    )
+    run.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="FILE",
+        help="at the end, write the run's metrics in the Prometheus textfile-collector "
+        "format (name it *.prom in node_exporter's textfile directory)",
+    )
+    run.add_argument(
         "--summary-json",
         type=Path,
         metavar="FILE",
@@ -295,6 +307,8 @@ def _settings_from(args: argparse.Namespace) -> Any:
         "skip_done_within": (
             parse_duration(args.skip_done_within) if args.skip_done_within else None
         ),
+        "notify_url": args.notify,
+        "metrics_file": None if args.metrics_file is None else str(args.metrics_file),
     }
     return load_settings(args.config, overrides)
 
@@ -347,21 +361,26 @@ def _execute(
     """Run through the library with the CLI's progress, plan and log; report and exit."""
     from batcher.attemptlog import JsonAttemptLog, NullAttemptLog  # noqa: PLC0415
     from batcher.progress import make_progress  # noqa: PLC0415
-    from batcher.report import plan_lines, summary_json, write_json  # noqa: PLC0415
+    from batcher.report import one_line, plan_lines, summary_json  # noqa: PLC0415
 
     def show_plan(plan: Plan) -> None:
         lines = plan_lines(plan, settings.max_duration)
         for line in lines if not args.quiet else ():
             print(line, file=sys.stderr)
 
-    if args.summary_json and not args.summary_json.parent.is_dir():
-        raise UsageError(f"--summary-json: folder {str(args.summary_json.parent)!r} not found")
+    for path, flag in (
+        (args.summary_json, "--summary-json"),
+        (settings.metrics_file, "--metrics-file"),
+    ):
+        if path and not Path(path).parent.is_dir():
+            raise UsageError(f"{flag}: folder {str(Path(path).parent)!r} not found")
     log = (
         JsonAttemptLog(args.log_file, redact_identifiers=args.redact)
         if args.log_file
         else NullAttemptLog()
     )
     summary: RunSummary | None
+    failure = ""
     try:
         summary = run(
             progress=make_progress(settings.progress, quiet=args.quiet),
@@ -374,24 +393,105 @@ def _execute(
         print(f"batcher: error: {exc}", file=sys.stderr)
         summary = exc.summary if isinstance(exc.summary, RunSummary) else None
         code = exc.exit_code
+        failure = str(exc)
     finally:
         log.close()
+    data: dict[str, object] = {"exit_code": code, "error": failure}
+    text = f"batcher: stopped (exit {code}): {failure}"
     if summary is not None:
         _print_summary(summary, quiet=args.quiet)
         if summary.stopped and not dry_run:
             print(f"to resume: {shlex.join(['batcher', *sys.argv[1:]])}", file=sys.stderr)
-        if args.summary_json:
-            data = summary_json(
-                summary,
-                exit_code=code,
-                input_path=input_path,
-                results_path=Path(summary.results_path),
-            )
-            write_json(args.summary_json, data)
+        data = summary_json(
+            summary, exit_code=code, input_path=input_path, results_path=Path(summary.results_path)
+        )
+        text = one_line(summary)
+    args.reported = True  # a later error must not report this run a second time
+    _report_end(
+        args,
+        metrics_file=settings.metrics_file,
+        notify_url=settings.notify_url,
+        summary=summary,
+        code=code,
+        data=data,
+        text=text,
+    )
     if dry_run and summary is not None:
         for method, url, body in summary.sample_requests:
             print(f"{method} {url}\n  {body}")
     return code
+
+
+def _report_end(
+    args: argparse.Namespace,
+    *,
+    metrics_file: str,
+    notify_url: str,
+    summary: RunSummary | None,
+    code: int,
+    data: dict[str, object],
+    text: str,
+) -> None:
+    """The end of a run, for whoever was not watching: the metrics file, the notification,
+    the summary JSON (which records how the notification went). None changes the exit code."""
+    import time  # noqa: PLC0415
+
+    from batcher.report import write_json  # noqa: PLC0415
+
+    if metrics_file:
+        from batcher.metrics import write_metrics  # noqa: PLC0415
+
+        try:
+            write_metrics(Path(metrics_file), summary, exit_code=code, end_time=time.time())
+        except OSError as exc:
+            print(f"batcher: error: cannot write the metrics file: {exc}", file=sys.stderr)
+    if notify_url:
+        from batcher.notify import notify  # noqa: PLC0415
+
+        delivery = notify(notify_url, data, text)
+        if not delivery.delivered:
+            print(f"batcher: warning: the notification failed: {delivery.error}", file=sys.stderr)
+        data = {**data, "notify": delivery.as_json()}
+    summary_path = getattr(args, "summary_json", None)
+    if summary_path is not None and summary_path.parent.is_dir():
+        write_json(summary_path, data)
+
+
+def _could_not_start(args: argparse.Namespace, code: int, message: str) -> None:
+    """A run that could not start still writes its summary JSON and metrics and notifies,
+    as far as the flags and the config file can be read."""
+    if not hasattr(args, "summary_json") or getattr(args, "reported", False):
+        return  # not a run command, or the run already reported itself
+    from batcher.config import check_url, load_settings  # noqa: PLC0415
+
+    metrics_file = "" if args.metrics_file is None else str(args.metrics_file)
+    notify_url = args.notify or ""
+    if args.config is not None and not (metrics_file and notify_url):
+        try:
+            configured = load_settings(args.config, {})
+        except BatcherError:
+            pass
+        else:
+            metrics_file = metrics_file or configured.metrics_file
+            notify_url = notify_url or configured.notify_url
+    try:
+        if notify_url:
+            check_url(notify_url, "notify URL", show=False)
+    except UsageError:
+        notify_url = ""  # the error printed says what is wrong with it
+    if metrics_file and not Path(metrics_file).parent.is_dir():
+        metrics_file = ""
+    data: dict[str, object] = {"exit_code": code, "error": message}
+    text = f"batcher: could not start (exit {code}): {message}"
+    _report_end(
+        args,
+        metrics_file=metrics_file,
+        notify_url=notify_url,
+        summary=None,
+        code=code,
+        data=data,
+        text=text,
+    )
 
 
 def exit_code(summary: RunSummary) -> int:

@@ -58,6 +58,10 @@ class Settings:
             for each identifier (``batcher.state``); "": none.
         skip_done_within: Seconds: a row asking for exactly what last succeeded for its
             contact this recently (by the state file) is skipped as already done; 0: never.
+        notify_url: Where the summary JSON is POSTed when the run ends (https, or http
+            for a loopback host); "": nowhere.
+        metrics_file: Where the run's metrics are written at the end, in the Prometheus
+            textfile-collector format; "": nowhere.
     """
 
     base_url: str = DEFAULT_BASE_URL
@@ -83,6 +87,8 @@ class Settings:
     max_errors: str = ""
     state_file: str = ""
     skip_done_within: float = 0.0
+    notify_url: str = ""
+    metrics_file: str = ""
 
     def __post_init__(self) -> None:
         _check(self)
@@ -194,11 +200,13 @@ def _check(s: Settings) -> None:
 
 
 def _check_nightly(s: Settings) -> None:
-    """The state file: checked before anything is sent."""
+    """The state file, the notification and the metrics: checked before anything is sent."""
     if not s.skip_done_within >= 0:
         raise UsageError(f"skip_done_within must be 0 (never) or more, not {s.skip_done_within}")
     if s.skip_done_within and not s.state_file:
         raise UsageError("skip_done_within (--skip-done-within) needs a state_file (--state)")
+    if s.notify_url:
+        check_url(s.notify_url, "notify URL", show=False)
 
 
 def check_base_url(url: str) -> None:

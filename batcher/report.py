@@ -78,11 +78,16 @@ def requests_per_second(summary: RunSummary) -> float:
     return summary.requests / summary.elapsed if summary.elapsed > 0 else 0.0
 
 
+def rows_per_second(summary: RunSummary) -> float:
+    """Rows this run gave an outcome (not those a resumed run found done) per second."""
+    rows_this_run = summary.rows - summary.resumed
+    return rows_this_run / summary.elapsed if summary.elapsed > 0 else 0.0
+
+
 def summary_json(
     summary: RunSummary, *, exit_code: int, input_path: Path, results_path: Path
 ) -> dict[str, object]:
     """The machine-readable summary (``--summary-json``)."""
-    rows_this_run = summary.rows - summary.resumed
     return {
         "input": str(input_path),
         "results": str(results_path),
@@ -100,7 +105,7 @@ def summary_json(
         "no_answer": summary.no_answer,
         "throttled_429": summary.http_statuses.get(429, 0),
         "queued_449": summary.http_statuses.get(449, 0),
-        "rows_per_second": round(rows_this_run / summary.elapsed, 2) if summary.elapsed else 0,
+        "rows_per_second": round(rows_per_second(summary), 2),
         "requests_per_second": round(requests_per_second(summary), 2),
         "stopped": summary.stopped,
         "stop_reason": summary.stop_reason.value if summary.stop_reason else None,

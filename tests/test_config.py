@@ -267,6 +267,12 @@ def test_token_file_missing_or_empty_is_refused(tmp_path: Path) -> None:
             "skip_done_within must be 0",
             id="skip-done-negative",
         ),
+        pytest.param(
+            {"notify_url": "http://hooks.example.com/T0/B0/secret-path"},
+            "notify URL must be https://",
+            id="notify-plain-http-remote",
+        ),
+        pytest.param({"notify_url": "hooks.example.com"}, "notify URL", id="notify-no-scheme"),
     ],
 )
 def test_settings_validation(changes: dict[str, Any], words: str) -> None:
@@ -337,3 +343,11 @@ def test_durations_in_days_refuse_slips(text: str) -> None:
     """A unit alone, a bare tail after a unit or units out of order is refused, not guessed."""
     with pytest.raises(UsageError, match="is not like"):
         parse_duration(text)
+
+
+def test_notify_url_refusal_does_not_echo_the_url() -> None:
+    """A webhook URL's path is its secret: the refusal names the rule, not the URL."""
+    with pytest.raises(UsageError) as refused:
+        Settings(notify_url="http://hooks.example.com/services/T0/B0/XyZsecret")
+    assert "XyZsecret" not in str(refused.value)
+    Settings(notify_url="http://127.0.0.1:9/hook")  # loopback may be plain http
