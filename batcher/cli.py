@@ -30,9 +30,9 @@ _DESCRIPTION = """\
 Open or close Aelyst conversations for every row of a CSV file, as fast as the
 API's rate limit allows, and write what happened to each row to a results CSV.
 
-exit codes: 0 every row ok (or skipped as a duplicate); 1 the run finished but
-some rows are not ok; 2 the run could not start (nothing sent); 3 the run was
-aborted part-way (authentication failed, interrupted, the API unreachable for
+exit codes: 0 every row ok (or skipped as a duplicate or as already done); 1 the
+run finished but some rows are not ok; 2 the run could not start (nothing sent);
+3 the run was aborted part-way (authentication failed, interrupted, the API unreachable for
 longer than --outage-wait, rows refused alike or too often)."""
 
 

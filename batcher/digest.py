@@ -102,8 +102,8 @@ class Digest:
             )
         if self.worth_retrying:
             steps.append(
-                f"batcher retry {path}   # sends again the {self.worth_retrying} rows whose "
-                "cause may pass (5xx, timeouts, 429, 449, 401, not sent)"
+                f"batcher retry {path}   # sends again the rows whose cause may pass "
+                f"({self.worth_retrying}: 5xx, timeouts, 429, 449, 401, not sent)"
             )
         refused = self.reasons[Reason.REFUSED]
         if refused:
