@@ -31,9 +31,9 @@ _DESCRIPTION = """\
 Open or close Aelyst conversations for every row of a CSV file, as fast as the
 API's rate limit allows, and write what happened to each row to a results CSV.
 
-exit codes: 0 every row ok (or skipped as a duplicate); 1 the run finished but
-some rows are not ok; 2 the run could not start (nothing sent); 3 the run was
-aborted part-way (authentication failed, interrupted, the API unreachable for
+exit codes: 0 every row ok (or skipped as a duplicate or as already done); 1 the
+run finished but some rows are not ok; 2 the run could not start (nothing sent);
+3 the run was aborted part-way (authentication failed, interrupted, the API unreachable for
 longer than --outage-wait, rows refused alike or too often)."""
 
 
@@ -45,15 +45,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.command(args)
     except BatcherError as exc:  # the run could not start: nothing was sent
         print(f"batcher: error: {exc}", file=sys.stderr)
-        summary_json = _own_file(args, "summary_json")
-        if summary_json is not None and summary_json.parent.is_dir():
-            from batcher.report import write_json  # noqa: PLC0415
-
-            write_json(summary_json, {"exit_code": exc.exit_code, "error": str(exc)})
+        _could_not_start(args, exc.exit_code, str(exc))
         return exc.exit_code
     except OSError as exc:  # a file batcher was told to use cannot be opened or written
         where = f" {exc.filename!r}" if exc.filename else ""
-        print(f"batcher: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
+        message = f"cannot use{where}: {exc.strerror or exc}"
+        print(f"batcher: error: {message}", file=sys.stderr)
+        _could_not_start(args, EXIT_USAGE, message)
         return EXIT_USAGE
     except KeyboardInterrupt:  # outside the run's own signal handling (start-up, the end)
         print("batcher: interrupted; running the same command again resumes", file=sys.stderr)
@@ -61,14 +59,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _own_file(args: argparse.Namespace, name: str) -> Path | None:
-    """The path in ``args.<name>`` unless it names the same file as another path given
-    (the input, the results, another output): a run that could not start must not write
-    over those either."""
-    path: Path | None = getattr(args, name, None)
+def _own_file(args: argparse.Namespace, name: str, path: Path | None = None) -> Path | None:
+    """The path in ``args.<name>`` (or ``path``) unless it names the same file as another
+    path given (the input, the results, another output): a run that could not start must
+    not write over those either."""
+    path = path if path is not None else getattr(args, name, None)
     if path is None:
         return None
-    others = ("input", "results", "out", "failed_out", "summary_json", "log_file")
+    others = ("input", "results", "out", "failed_out", "summary_json", "log_file", "metrics_file")
     given = [getattr(args, other, None) for other in others if other != name]
     for source in (getattr(args, "input", None), getattr(args, "results", None)):
         if isinstance(source, Path):  # the default results files, when --out is not given
@@ -130,6 +128,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_run_options(retry, retry_command=True)
     retry.set_defaults(command=_retry)
+
+    report = commands.add_parser(
+        "report",
+        help="counts and failures grouped by cause, from a results file",
+        description="Read a results file (finished or stopped, a run's or a retry's) and "
+        "print the rows per outcome (as the run's summary did) and per last HTTP status, "
+        "the rows that are not ok grouped by cause, most frequent first, with their first "
+        "row numbers, and what to run next.",
+    )
+    report.add_argument("results", type=Path, metavar="RESULTS.csv", help="a batcher results file")
+    report.add_argument("--json", action="store_true", help="print it as JSON instead")
+    report.set_defaults(command=_report)
+
+    state = commands.add_parser(
+        "state",
+        help="show what a state file (--state) remembers",
+        description="Show what a state file holds: how many identifiers it remembers, per "
+        "status last asked, and its oldest and newest success. It only reads the file, so "
+        "it may run while a job uses it.",
+    )
+    state.add_argument("state", type=Path, metavar="FILE", help="a state file (--state)")
+    state.set_defaults(command=_state)
 
     sim = commands.add_parser(
         "simulate",
@@ -268,6 +288,33 @@ def _add_run_options(run: argparse.ArgumentParser, *, retry_command: bool = Fals
         "100), are refused or failed (default: off)",
     )
     run.add_argument(
+        "--state",
+        type=Path,
+        metavar="FILE",
+        help="an SQLite file, kept from run to run, of the last request that succeeded for "
+        "each identifier (created if missing; locked while a run uses it)",
+    )
+    run.add_argument(
+        "--skip-done-within",
+        metavar="DURATION",
+        help="with --state: do not send a row asking for exactly what last succeeded for "
+        "its contact within DURATION (e.g. 7d, 12h); it is skipped as already done",
+    )
+    run.add_argument(
+        "--notify",
+        metavar="URL",
+        help="when the run ends (any exit code), POST the summary JSON with a 'text' "
+        "field holding the one-line summary (a Slack or Mattermost incoming webhook); "
+        "https, or http for a loopback host; never changes the exit code",
+    )
+    run.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="FILE",
+        help="at the end, write the run's metrics in the Prometheus textfile-collector "
+        "format (name it *.prom in node_exporter's textfile directory)",
+    )
+    run.add_argument(
         "--summary-json",
         type=Path,
         metavar="FILE",
@@ -304,6 +351,12 @@ def _settings_from(args: argparse.Namespace) -> Any:
         "max_same_errors": args.max_same_errors,
         "max_retry_after": parse_duration(args.max_retry_after) if args.max_retry_after else None,
         "max_errors": args.max_errors,
+        "state_file": None if args.state is None else str(args.state),
+        "skip_done_within": (
+            parse_duration(args.skip_done_within) if args.skip_done_within else None
+        ),
+        "notify_url": args.notify,
+        "metrics_file": None if args.metrics_file is None else str(args.metrics_file),
     }
     return load_settings(args.config, overrides)
 
@@ -370,7 +423,7 @@ def _execute(
     from batcher.attemptlog import JsonAttemptLog, NullAttemptLog  # noqa: PLC0415
     from batcher.paths import check_outputs  # noqa: PLC0415
     from batcher.progress import make_progress  # noqa: PLC0415
-    from batcher.report import plan_lines, summary_json, write_json  # noqa: PLC0415
+    from batcher.report import one_line, plan_lines, summary_json  # noqa: PLC0415
     from batcher.runner import run_outputs  # noqa: PLC0415
 
     def show_plan(plan: Plan) -> None:
@@ -381,6 +434,11 @@ def _execute(
     # Before anything is opened or sent: no output may clobber the input or another output.
     outputs = run_outputs(out, failed_out)
     outputs.update({"--summary-json": args.summary_json, "--log-file": args.log_file})
+    for flag, value in (
+        ("--metrics-file", settings.metrics_file),
+        ("--state", settings.state_file),
+    ):
+        outputs[flag] = Path(value) if value else None
     check_outputs(input_path, outputs)
     log = (
         JsonAttemptLog(args.log_file, redact_identifiers=args.redact)
@@ -388,6 +446,7 @@ def _execute(
         else NullAttemptLog()
     )
     summary: RunSummary | None
+    failure = ""
     try:
         summary = run(
             progress=make_progress(settings.progress, quiet=args.quiet),
@@ -400,8 +459,11 @@ def _execute(
         print(f"batcher: error: {exc}", file=sys.stderr)
         summary = exc.summary if isinstance(exc.summary, RunSummary) else None
         code = exc.exit_code
+        failure = str(exc)
     finally:
         log.close()
+    data: dict[str, object] = {"exit_code": code, "error": failure}
+    text = f"batcher: stopped (exit {code}): {failure}"
     if summary is not None:
         if summary.complete_already:
             print(
@@ -412,25 +474,105 @@ def _execute(
         _print_summary(summary, quiet=args.quiet)
         if summary.stopped and not dry_run:
             print(f"to resume: {shlex.join(['batcher', *sys.argv[1:]])}", file=sys.stderr)
-        if args.summary_json:
-            data = summary_json(
-                summary,
-                exit_code=code,
-                input_path=input_path,
-                results_path=Path(summary.results_path),
-            )
-            try:
-                write_json(args.summary_json, data)
-            except OSError as exc:
-                print(
-                    f"batcher: error: cannot write --summary-json {str(args.summary_json)!r}: "
-                    f"{exc.strerror or exc}",
-                    file=sys.stderr,
-                )
+        data = summary_json(
+            summary, exit_code=code, input_path=input_path, results_path=Path(summary.results_path)
+        )
+        text = one_line(summary)
+    args.reported = True  # a later error must not report this run a second time
+    _report_end(
+        args,
+        metrics_file=settings.metrics_file,
+        notify_url=settings.notify_url,
+        summary=summary,
+        code=code,
+        data=data,
+        text=text,
+    )
     if dry_run and summary is not None:
         for method, url, body in summary.sample_requests:
             print(f"{method} {url}\n  {body}")
     return code
+
+
+def _report_end(
+    args: argparse.Namespace,
+    *,
+    metrics_file: str,
+    notify_url: str,
+    summary: RunSummary | None,
+    code: int,
+    data: dict[str, object],
+    text: str,
+) -> None:
+    """The end of a run, for whoever was not watching: the metrics file, the notification,
+    the summary JSON (which records how the notification went). None changes the exit code."""
+    import time  # noqa: PLC0415
+
+    from batcher.report import write_json  # noqa: PLC0415
+
+    if metrics_file and _own_file(args, "metrics_file", Path(metrics_file)) is None:
+        metrics_file = ""  # it names the input or another output: never written over
+    if metrics_file:
+        from batcher.metrics import write_metrics  # noqa: PLC0415
+
+        try:
+            write_metrics(Path(metrics_file), summary, exit_code=code, end_time=time.time())
+        except OSError as exc:
+            print(f"batcher: error: cannot write the metrics file: {exc}", file=sys.stderr)
+    if notify_url:
+        from batcher.notify import notify  # noqa: PLC0415
+
+        delivery = notify(notify_url, data, text)
+        if not delivery.delivered:
+            print(f"batcher: warning: the notification failed: {delivery.error}", file=sys.stderr)
+        data = {**data, "notify": delivery.as_json()}
+    summary_path = _own_file(args, "summary_json")
+    if summary_path is not None and summary_path.parent.is_dir():
+        try:
+            write_json(summary_path, data)
+        except OSError as exc:
+            print(
+                f"batcher: error: cannot write --summary-json {str(summary_path)!r}: "
+                f"{exc.strerror or exc}",
+                file=sys.stderr,
+            )
+
+
+def _could_not_start(args: argparse.Namespace, code: int, message: str) -> None:
+    """A run that could not start still writes its summary JSON and metrics and notifies,
+    as far as the flags and the config file can be read."""
+    if not hasattr(args, "summary_json") or getattr(args, "reported", False):
+        return  # not a run command, or the run already reported itself
+    from batcher.config import check_url, load_settings  # noqa: PLC0415
+
+    metrics_file = "" if args.metrics_file is None else str(args.metrics_file)
+    notify_url = args.notify or ""
+    if args.config is not None and not (metrics_file and notify_url):
+        try:
+            configured = load_settings(args.config, {})
+        except BatcherError:
+            pass
+        else:
+            metrics_file = metrics_file or configured.metrics_file
+            notify_url = notify_url or configured.notify_url
+    try:
+        if notify_url:
+            check_url(notify_url, "notify URL", show=False)
+    except UsageError:
+        notify_url = ""  # the error printed says what is wrong with it
+    if metrics_file and not Path(metrics_file).parent.is_dir():
+        metrics_file = ""
+    data: dict[str, object] = {"exit_code": code, "error": message}
+    text = f"batcher: could not start (exit {code}): {message}"
+    _report_end(
+        args,
+        metrics_file=metrics_file,
+        notify_url=notify_url,
+        summary=None,
+        code=code,
+        data=data,
+        text=text,
+    )
 
 
 def exit_code(summary: RunSummary) -> int:
@@ -523,6 +665,37 @@ def _add_simulator_options(sim: argparse.ArgumentParser) -> None:
     )
     sim.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     sim.add_argument("--log", metavar="FILE", help="append one JSON line per request")
+
+
+def _report(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from batcher.digest import digest  # noqa: PLC0415
+
+    found = digest(args.results)
+    if args.json:
+        print(json.dumps(found.as_json(), indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(found.lines()))
+    return EXIT_OK
+
+
+def _state(args: argparse.Namespace) -> int:
+    from batcher.state import StateFile, show_time  # noqa: PLC0415
+
+    state = StateFile(args.state, readonly=True)
+    try:
+        stats = state.stats()
+    finally:
+        state.close()
+    if not stats.rows or stats.oldest is None or stats.newest is None:
+        print(f"{args.state}: no success recorded yet")
+        return EXIT_OK
+    per_status = ", ".join(f"{status} {n}" for status, n in stats.statuses.items())
+    print(f"{args.state}: {stats.rows} identifiers ({per_status})")
+    print(f"  oldest success: {show_time(stats.oldest)}")
+    print(f"  newest success: {show_time(stats.newest)}")
+    return EXIT_OK
 
 
 def _simulator_config(args: argparse.Namespace) -> SimulatorConfig:

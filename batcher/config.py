@@ -56,6 +56,14 @@ class Settings:
             or a share of the rows answered ("5%", judged after 100); "": never.
         max_retry_after: Longest wait a ``Retry-After`` (on a 429 or a 5xx) is obeyed for;
             a longer one stops the run as on SIGTERM (exit 3, resumable).
+        state_file: An SQLite file, kept across runs, of the last request that succeeded
+            for each identifier (``batcher.state``); "": none.
+        skip_done_within: Seconds: a row asking for exactly what last succeeded for its
+            contact this recently (by the state file) is skipped as already done; 0: never.
+        notify_url: Where the summary JSON is POSTed when the run ends (https, or http
+            for a loopback host); "": nowhere.
+        metrics_file: Where the run's metrics are written at the end, in the Prometheus
+            textfile-collector format; "": nowhere.
     """
 
     base_url: str = DEFAULT_BASE_URL
@@ -80,6 +88,10 @@ class Settings:
     max_same_errors: int = 50
     max_errors: str = ""
     max_retry_after: float = 600.0
+    state_file: str = ""
+    skip_done_within: float = 0.0
+    notify_url: str = ""
+    metrics_file: str = ""
 
     def __post_init__(self) -> None:
         _check(self)
@@ -154,7 +166,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 #: Keys a config file may give as a duration ("10m") as well as a number of seconds.
-_DURATIONS = frozenset({"max_duration", "outage_wait", "max_retry_after"})
+_DURATIONS = frozenset({"max_duration", "outage_wait", "max_retry_after", "skip_done_within"})
 
 
 def _kind(value: object) -> str:
@@ -189,6 +201,17 @@ def _check(s: Settings) -> None:
     if not s.token_env:
         raise UsageError("token_env must name an environment variable")
     check_base_url(s.base_url)
+    _check_nightly(s)
+
+
+def _check_nightly(s: Settings) -> None:
+    """The state file, the notification and the metrics: checked before anything is sent."""
+    if not s.skip_done_within >= 0:
+        raise UsageError(f"skip_done_within must be 0 (never) or more, not {s.skip_done_within}")
+    if s.skip_done_within and not s.state_file:
+        raise UsageError("skip_done_within (--skip-done-within) needs a state_file (--state)")
+    if s.notify_url:
+        check_url(s.notify_url, "notify URL", show=False)
 
 
 def check_base_url(url: str) -> None:
@@ -202,18 +225,28 @@ def check_base_url(url: str) -> None:
             "the base URL may hold only a scheme, a host, a port and a path (no user:password@, "
             "no ?query, no #fragment)"
         )
+    check_url(url, "base URL")
+
+
+def check_url(url: str, what: str, *, show: bool = True) -> None:
+    """https, or plain http only for a loopback host; raise ``UsageError`` naming ``what``.
+
+    ``show=False`` leaves the URL out of the message: a webhook's path is its secret.
+    """
+    parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.scheme == "https" and host:
         return
     if parts.scheme == "http" and is_loopback(host):
         return
+    named = f"{what} {url!r}" if show else what
     raise UsageError(
-        f"base URL {url!r} must be https:// (plain http:// only for 127.0.0.1, ::1 or localhost)"
+        f"{named} must be https:// (plain http:// only for 127.0.0.1, ::1 or localhost)"
     )
 
 
 def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 or localhost."""
+    """Whether ``host`` names this machine (localhost, 127.0.0.0/8, ::1)."""
     if host == "localhost":
         return True
     try:
@@ -266,16 +299,18 @@ def checked_token(text: str, where: str = "the token") -> Secret:
     return Secret(text)
 
 
-_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?")
+_DURATION = re.compile(
+    r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?"
+)
 
 
 def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``45m``, ``2h``, ``1h30m`` as seconds; UsageError otherwise."""
+    """``90``, ``90s``, ``45m``, ``2h``, ``1h30m``, ``7d`` as seconds; UsageError otherwise."""
     cleaned = text.strip().lower().replace(" ", "")
     match = _DURATION.fullmatch(cleaned)
     # A bare number is seconds only on its own: "1h30" is a slip for 1h30m, not 1h and 30 s.
-    bare_tail = cleaned[-1:].isdigit() and any(unit in cleaned for unit in "hm")
+    bare_tail = cleaned[-1:].isdigit() and any(unit in cleaned for unit in "dhm")
     if match is None or not any(match.groups()) or bare_tail:
-        raise UsageError(f"duration {text!r} is not like 90s, 45m, 2h or 1h30m")
-    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
-    return hours * 3600 + minutes * 60 + seconds
+        raise UsageError(f"duration {text!r} is not like 90s, 45m, 2h, 1h30m or 7d")
+    days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return days * 86400 + hours * 3600 + minutes * 60 + seconds

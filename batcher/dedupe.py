@@ -32,12 +32,18 @@ class DuplicateFinder:
 
     def earlier_row(self, request: Request) -> int | None:
         """The row this one duplicates, or None; either way it becomes the contact's last."""
+        previous, same = self.compare(request)
+        return previous if same else None
+
+    def compare(self, request: Request) -> tuple[int | None, bool]:
+        """The contact's previous valid row (None: this is its first) and whether it asked
+        for the very same thing; unless it did, this row becomes the contact's last."""
         fingerprint = f"{request.status}\x1f{request.category}\x1f{request.summary}"
         found = self._db.execute(
             "SELECT request, row FROM last WHERE contact = ?", (request.identifier,)
         ).fetchone()
         if found is not None and found[0] == fingerprint:
-            return int(found[1])
+            return int(found[1]), True
         self._db.execute(
             "INSERT OR REPLACE INTO last VALUES (?, ?, ?)",
             (request.identifier, fingerprint, request.row),
@@ -46,7 +52,7 @@ class DuplicateFinder:
         if self._pending >= _BATCH:
             self._db.commit()
             self._pending = 0
-        return None
+        return (None if found is None else int(found[1])), False
 
     def close(self) -> None:
         self._db.close()

@@ -2,10 +2,11 @@
 
 ``classify`` is the one place that decides what a record is: already done by an
 interrupted run of this job (``RESUMED``), ``INVALID``, a ``DUPLICATE`` of the
-contact's previous row, or a request to ``SEND``. ``plan`` counts its verdicts
-before the first request; ``feed`` acts on them: invalid and duplicate rows get
-their outcome at once, dry-run rows are shown and skipped, the rest are queued
-in file order.
+contact's previous row, ``ALREADY_DONE`` by an earlier run (the state file says this
+very request succeeded lately), or a request to ``SEND``. ``plan`` counts its verdicts
+before the first request; ``feed`` acts on them: invalid, duplicate and already-done
+rows get their outcome at once, dry-run rows are shown and skipped, the rest are
+queued in file order.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from functools import partial
 from itertools import islice
@@ -27,6 +29,7 @@ from batcher.errors import InputFileError
 from batcher.models import RESULT_COLUMNS, TEXTS, Outcome, Plan, Reason, Record, Request, Result
 from batcher.reader import InputInfo, read_records
 from batcher.recording import Recorder
+from batcher.state import show_time
 from batcher.validate import Invalid, check
 from batcher.workqueue import Job, WorkQueue
 
@@ -70,6 +73,7 @@ class Kind(Enum):
     RESUMED = "resumed"
     INVALID = "invalid"
     DUPLICATE = "duplicate"
+    ALREADY_DONE = "already_done"
     SEND = "send"
 
 
@@ -82,7 +86,7 @@ class Verdict:
         record: The record.
         request: The call to make, for a valid record (None when invalid).
         why: For ``INVALID`` the rule it breaks; for ``DUPLICATE`` the error text naming
-            the earlier row.
+            the earlier row; for ``ALREADY_DONE`` the error text saying when.
     """
 
     kind: Kind
@@ -91,12 +95,28 @@ class Verdict:
     why: str = ""
 
 
-class Classifier:
-    """Classifies records in ascending row order; see ``classify``. Close it when done."""
+#: When exactly this request last succeeded for its contact, if lately enough to skip it
+#: (``StateFile.done_since`` with the run's cut-off); None: send it.
+AlreadyDone = Callable[[Request], datetime | None]
 
-    def __init__(self, *, allowed_categories: tuple[str, ...], done_rows: array[int]) -> None:
+
+class Classifier:
+    """Classifies records in ascending row order; see ``classify``. Close it when done.
+
+    ``already_done``: how to ask the state file about a contact's first row in this input
+    (None: nothing is skipped as already done).
+    """
+
+    def __init__(
+        self,
+        *,
+        allowed_categories: tuple[str, ...],
+        done_rows: array[int],
+        already_done: AlreadyDone | None = None,
+    ) -> None:
         self._allowed = allowed_categories or None
         self._done = done_rows
+        self._already_done = already_done
         self._duplicates = DuplicateFinder()
 
     def classify(self, record: Record) -> Verdict:
@@ -108,11 +128,19 @@ class Classifier:
             return Verdict(kind, record, why=verdict.reason)
         # Every valid row, resumed or not, updates the duplicate finder, so that
         # "duplicate of row N" means the same on a resume as on a fresh run.
-        earlier = self._duplicates.earlier_row(verdict)
+        previous, same = self._duplicates.compare(verdict)
         if resumed:
             return Verdict(Kind.RESUMED, record, verdict)
-        if earlier is not None:
-            return Verdict(Kind.DUPLICATE, record, verdict, f"{TEXTS[Reason.DUPLICATE]}{earlier}")
+        if same:
+            return Verdict(Kind.DUPLICATE, record, verdict, f"{TEXTS[Reason.DUPLICATE]}{previous}")
+        # Only a contact's first row here is compared with the state: after an earlier row
+        # of this input, the contact is in whatever state that row leaves it (open, then a
+        # close that succeeded last night: the close must go again).
+        if previous is None and self._already_done is not None:
+            when = self._already_done(verdict)
+            if when is not None:
+                why = f"{TEXTS[Reason.ALREADY_DONE]}{show_time(when)}"
+                return Verdict(Kind.ALREADY_DONE, record, verdict, why)
         return Verdict(Kind.SEND, record, verdict)
 
     def close(self) -> None:
@@ -126,10 +154,13 @@ def plan(
     done_rows: array[int],
     start_rate: float,
     ceiling: float | None,
+    already_done: AlreadyDone | None = None,
 ) -> Plan:
     """Count what the run will do (one read of the input, nothing sent)."""
     counts = dict.fromkeys(Kind, 0)
-    classifier = Classifier(allowed_categories=allowed_categories, done_rows=done_rows)
+    classifier = Classifier(
+        allowed_categories=allowed_categories, done_rows=done_rows, already_done=already_done
+    )
     try:
         for record in source.read():
             counts[classifier.classify(record).kind] += 1
@@ -143,6 +174,7 @@ def plan(
         resumed=counts[Kind.RESUMED],
         start_rate=start_rate,
         ceiling=ceiling,
+        already_done=counts[Kind.ALREADY_DONE],
     )
 
 
@@ -192,6 +224,10 @@ class Feeder:
         elif verdict.kind is Kind.DUPLICATE:
             self.recorder.record(
                 Result(record, Outcome.SKIPPED, error=verdict.why, reason=Reason.DUPLICATE)
+            )
+        elif verdict.kind is Kind.ALREADY_DONE:
+            self.recorder.record(
+                Result(record, Outcome.SKIPPED, error=verdict.why, reason=Reason.ALREADY_DONE)
             )
         elif verdict.kind is Kind.SEND and request is not None:
             if not self.dry_run:

@@ -1,6 +1,6 @@
-"""One run at a time per results file.
+"""One run at a time per results file (and per state file).
 
-The lock is an advisory ``flock`` on ``RESULTS.csv.lock``. The kernel drops
+The lock is an advisory ``flock`` on ``RESULTS.csv.lock`` (``STATE.lock``). The kernel drops
 it when the process ends, however it ends (``kill -9`` included), so a
 crashed run never leaves a lock that has to be removed by hand.
 """
@@ -21,11 +21,20 @@ def lock_path(results_path: Path) -> Path:
 
 
 class RunLock:
-    """Held for a whole run; a second run on the same results file is refused at once."""
+    """Held for a whole run; a second run on the same results file is refused at once.
 
-    def __init__(self, results_path: Path) -> None:
+    ``advice`` ends the refusal's message: what the second run can do instead.
+    """
+
+    def __init__(
+        self,
+        results_path: Path,
+        *,
+        advice: str = "wait for it to finish, or give this run another --out",
+    ) -> None:
         self.path = lock_path(results_path)
         self._results = results_path
+        self._advice = advice
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -47,7 +56,7 @@ class RunLock:
                 os.close(fd)
                 raise UsageError(
                     f"another batcher run (pid {holder}) is writing {str(self._results)!r}; "
-                    "wait for it to finish, or give this run another --out"
+                    + self._advice
                 ) from None
             # The holder before us may have deleted the file as it released it: a lock on a
             # file no longer at this path locks nothing. Then take the new file's lock.

@@ -59,6 +59,9 @@ class Reason(StrEnum):
     DRY_RUN = "dry_run"
     #: skipped: the API asked to wait longer than ``--max-retry-after`` (Retry-After).
     NOT_SENT_WAIT = "not_sent_wait"
+    #: skipped: the state file says this very request succeeded for the contact within
+    #: ``--skip-done-within``.
+    ALREADY_DONE = "already_done"
     #: skipped: the API was unreachable for longer than ``--outage-wait``.
     NOT_SENT_OUTAGE = "not_sent_outage"
     #: skipped: ``--max-same-errors`` rows in a row were refused the same way.
@@ -81,6 +84,8 @@ class Reason(StrEnum):
 TEXTS: dict[Reason, str] = {
     Reason.DUPLICATE: "duplicate of row ",
     Reason.DRY_RUN: "dry run: not sent",
+    # The error text goes on with when it was done: "already done on 2026-11-28 02:14 UTC".
+    Reason.ALREADY_DONE: "already done on ",
     Reason.NOT_SENT_INTERRUPTED: "not sent: interrupted",
     Reason.NOT_SENT_DEADLINE: "not sent: deadline",
     Reason.NOT_SENT_AUTH: "not sent: authentication failed",
@@ -262,6 +267,11 @@ class RunSummary:
         return self.reasons[Reason.DUPLICATE]
 
     @property
+    def already_done(self) -> int:
+        """Rows skipped because the state file says they succeeded lately (not "not ok")."""
+        return self.reasons[Reason.ALREADY_DONE]
+
+    @property
     def planned(self) -> int:
         """Valid rows a dry run did not send (they do not make a dry run "not ok")."""
         return self.reasons[Reason.DRY_RUN]
@@ -273,8 +283,10 @@ class RunSummary:
 
     @property
     def all_ok(self) -> bool:
-        """True when every row is ok, or skipped only as a duplicate or by a dry run."""
-        return self.outcomes[Outcome.OK] + self.duplicates + self.planned == self.rows
+        """True when every row is ok, or skipped only as a duplicate, as already done or by a
+        dry run."""
+        skipped_fine = self.duplicates + self.already_done + self.planned
+        return self.outcomes[Outcome.OK] + skipped_fine == self.rows
 
     def count(self, result: Result) -> None:
         self.outcomes[result.outcome] += 1
@@ -345,6 +357,7 @@ class Plan:
         invalid: Rows that break a rule (never sent).
         duplicates: Rows that repeat the previous request for their contact (not sent).
         resumed: Rows an interrupted run of this job already finished (not sent again).
+        already_done: Rows the state file says succeeded lately (not sent).
         start_rate: Requests per second before the API's headers are seen.
         ceiling: Requests per second never exceeded, or None.
     """
@@ -356,6 +369,7 @@ class Plan:
     resumed: int
     start_rate: float
     ceiling: float | None
+    already_done: int = 0
 
     @property
     def estimate(self) -> float:

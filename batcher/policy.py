@@ -72,8 +72,8 @@ def worth_retrying(reason: Reason) -> bool:
     """Whether ``batcher retry`` sends the row again by default.
 
     Yes when the cause may pass: 5xx, timeouts, lost connections, 429, 449, 401 and
-    rows a stopped run did not send. No for ok, invalid, 400/404, duplicates and dry
-    runs: the same row would end the same way.
+    rows a stopped run did not send. No for ok, invalid, 400/404, duplicates, dry runs
+    and rows already done: the same row would end the same way.
     """
     return reason in _WORTH_RETRYING
 

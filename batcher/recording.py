@@ -8,26 +8,38 @@ the ``Result`` to ``Recorder.record``, which writes it to the journal first
 A row the run stopped before sending gets its outcome too (``skipped``, not
 sent), but it does not move the bar: the bar counts rows done, and after a
 Ctrl-C it stays where the work stopped instead of jumping to 100 %.
+A row answered 200 is also remembered in the state file (``--state``), just before
+its journal entry: a run killed between the two leaves a row that the resume finds
+already done, rather than one that the next night sends again.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 
 from batcher.errors import StorageError
 from batcher.journal import Journal
 from batcher.models import TEXTS, Outcome, Reason, Result, RunSummary
 from batcher.progress import Progress
+from batcher.state import StateFile
 from batcher.workqueue import Job
 
 
 class Recorder:
     """Where final outcomes go; see the module docstring."""
 
-    def __init__(self, journal: Journal, summary: RunSummary, progress: Progress) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        summary: RunSummary,
+        progress: Progress,
+        state: StateFile | None = None,
+    ) -> None:
         self.journal = journal
         self.summary = summary
         self._progress = progress
+        self._state = state
 
     def record(self, result: Result, *, done: bool = True) -> None:
         """Store one row's final outcome durably, count it, and show it; ``done=False`` for a
@@ -63,6 +75,8 @@ class Recorder:
     ) -> None:
         """A queued row's final outcome, with what it had been through."""
         tries = job.tries
+        if outcome is Outcome.OK and self._state is not None:
+            self._state.remember(job.request, contact_id, datetime.now(UTC))
         self.record(
             Result(
                 job.request.record,

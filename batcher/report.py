@@ -6,9 +6,10 @@ Nothing here holds a row's data or the token: counts, times and paths only.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
-from batcher.models import Outcome, Plan, RunSummary
+from batcher.models import Outcome, Plan, Reason, RunSummary
 from batcher.writer import atomic_text
 
 
@@ -17,12 +18,21 @@ def summary_lines(summary: RunSummary) -> list[str]:
     return [
         one_line(summary),
         "  "
-        + " · ".join(f"{o.value} {summary.outcomes[o]}" for o in Outcome)
-        + (f" (duplicates {summary.duplicates})" if summary.duplicates else "")
+        + outcome_counts(summary.outcomes, summary.reasons)
         + (f" (resumed {summary.resumed})" if summary.resumed else ""),
         f"  HTTP: {_statuses(summary) or 'none sent'}",
         f"  results: {summary.results_path}",
     ]
+
+
+def outcome_counts(outcomes: Mapping[Outcome, int], reasons: Mapping[Reason, int]) -> str:
+    """``ok 150 · invalid 0 · failed 0 · deferred 0 · skipped 250 (already done 250)``: the
+    counts line of a run's summary, and of ``batcher report`` on its results file."""
+    text = " · ".join(f"{o.value} {outcomes.get(o, 0)}" for o in Outcome)
+    duplicates = reasons.get(Reason.DUPLICATE, 0)
+    already_done = reasons.get(Reason.ALREADY_DONE, 0)
+    text += f" (duplicates {duplicates})" if duplicates else ""
+    return text + (f" (already done {already_done})" if already_done else "")
 
 
 def one_line(summary: RunSummary) -> str:
@@ -50,6 +60,7 @@ def plan_lines(plan: Plan, max_duration: float) -> list[str]:
     lines = [
         f"batcher: plan: {plan.to_send} rows to send of {plan.rows} "
         f"({plan.invalid} invalid, {plan.duplicates} duplicates"
+        + (f", {plan.already_done} already done" if plan.already_done else "")
         + (f", {plan.resumed} done by the interrupted run" if plan.resumed else "")
         + ")",
         f"batcher: pace: {pace}; {when}",
@@ -67,11 +78,16 @@ def requests_per_second(summary: RunSummary) -> float:
     return summary.requests / summary.elapsed if summary.elapsed > 0 else 0.0
 
 
+def rows_per_second(summary: RunSummary) -> float:
+    """Rows this run gave an outcome (not those a resumed run found done) per second."""
+    rows_this_run = summary.rows - summary.resumed
+    return rows_this_run / summary.elapsed if summary.elapsed > 0 else 0.0
+
+
 def summary_json(
     summary: RunSummary, *, exit_code: int, input_path: Path, results_path: Path
 ) -> dict[str, object]:
     """The machine-readable summary (``--summary-json``)."""
-    rows_this_run = summary.rows - summary.resumed
     return {
         "input": str(input_path),
         "results": str(results_path),
@@ -82,13 +98,14 @@ def summary_json(
         "outcomes": {o.value: summary.outcomes[o] for o in Outcome},
         "reasons": {r.value: n for r, n in summary.reasons.items() if n},
         "duplicates": summary.duplicates,
+        "already_done": summary.already_done,
         "resumed": summary.resumed,
         "requests": summary.requests,
         "http_statuses": {str(k): v for k, v in sorted(summary.http_statuses.items())},
         "no_answer": summary.no_answer,
         "throttled_429": summary.http_statuses.get(429, 0),
         "queued_449": summary.http_statuses.get(449, 0),
-        "rows_per_second": round(rows_this_run / summary.elapsed, 2) if summary.elapsed else 0,
+        "rows_per_second": round(rows_per_second(summary), 2),
         "requests_per_second": round(requests_per_second(summary), 2),
         "stopped": summary.stopped,
         "stop_reason": summary.stop_reason.value if summary.stop_reason else None,

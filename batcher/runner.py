@@ -29,7 +29,8 @@ import random
 import sqlite3
 from array import array
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, TypeVar, Unpack
 
@@ -40,7 +41,7 @@ from batcher.client import AelystClient
 from batcher.clock import Clock, SystemClock
 from batcher.config import Settings, checked_token, read_token
 from batcher.errors import StorageError, UsageError
-from batcher.feed import Classifier, Feeder, Source, contains, input_source, plan
+from batcher.feed import AlreadyDone, Classifier, Feeder, Source, contains, input_source, plan
 from batcher.health import Health, HealthLimits
 from batcher.journal import Journal, journal_path
 from batcher.limiter import Pacer, PacingConfig
@@ -51,6 +52,7 @@ from batcher.policy import Policy, is_final, worth_retrying
 from batcher.progress import NullProgress, Progress
 from batcher.reader import scanned_input
 from batcher.recording import Recorder
+from batcher.state import StateFile, use_state
 from batcher.stopping import Stopper
 from batcher.worker import Workers
 from batcher.workqueue import WorkQueue
@@ -168,7 +170,10 @@ def start_run(
     **options: Unpack[RunOptions],
 ) -> RunSummary:
     """Run any ``Source`` to a results file (``run_batch`` and ``retry_batch`` share this)."""
-    check_outputs(source.info.path, run_outputs(out, failed_out))
+    outputs = run_outputs(out, failed_out)
+    if settings.state_file:
+        outputs["--state"] = Path(settings.state_file)
+    check_outputs(source.info.path, outputs)
     token = options.get("token")
     if dry_run:
         secret = Secret("")
@@ -178,7 +183,7 @@ def start_run(
         secret = read_token(settings)
     del token
     clock = options.get("clock") or SystemClock()
-    with RunLock(out):
+    with RunLock(out), use_state(settings.state_file, dry_run=dry_run) as state:
         for written in (out, failed_out):
             if written is not None:
                 remove_stale_temps(written)
@@ -192,6 +197,7 @@ def start_run(
             progress=options.get("progress") or NullProgress(),
             rng=options.get("rng") or random.Random(),
             attempt_log=options.get("attempt_log") or NullAttemptLog(),
+            state=state,
         )
         finished = run.open_journal(restart=restart)
         if finished is not None:
@@ -242,6 +248,7 @@ class _Run:
         progress: Progress,
         rng: random.Random,
         attempt_log: AttemptLog,
+        state: StateFile | None = None,
     ) -> None:
         self.source = source
         self.results_path = results_path
@@ -252,6 +259,12 @@ class _Run:
         self.progress = progress
         self.rng = rng
         self.attempt_log = attempt_log
+        self.state = state
+        #: How the classifier asks the state file (None: no row is skipped as already done).
+        self.already_done: AlreadyDone | None = None
+        if state is not None and settings.skip_done_within:
+            since = datetime.now(UTC) - timedelta(seconds=settings.skip_done_within)
+            self.already_done = partial(state.done_since, since=since)
         self.summary = RunSummary(results_path=str(results_path), input_sha256=source.info.sha256)
         #: Rows an earlier run of this job recorded for good, ascending (empty on a fresh run).
         self.done_rows: array[int] = array("q")
@@ -318,6 +331,7 @@ class _Run:
             done_rows=self.done_rows,
             start_rate=self.pacer.rate,
             ceiling=self.settings.rate or None,
+            already_done=self.already_done,
         )
 
     async def execute(
@@ -327,7 +341,9 @@ class _Run:
         started = clock.now()
         self.summary.started_at = _utc_now()
         self.progress.start(self.source.total, len(self.done_rows))
-        recorder = Recorder(self.journal, self.summary, self.progress)
+        recorder = Recorder(
+            self.journal, self.summary, self.progress, None if self.dry_run else self.state
+        )
         queue = WorkQueue(max_pending=max(1000, 8 * settings.concurrency), clock=clock)
         stopper = Stopper(
             clock=clock,
@@ -366,7 +382,9 @@ class _Run:
             progress=self.progress,
         )
         classifier = Classifier(
-            allowed_categories=settings.allowed_categories, done_rows=self.done_rows
+            allowed_categories=settings.allowed_categories,
+            done_rows=self.done_rows,
+            already_done=self.already_done,
         )
         feeder = Feeder(
             self.source,

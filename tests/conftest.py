@@ -6,9 +6,11 @@ from __future__ import annotations
 import csv
 import io
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, redirect_stderr, redirect_stdout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,41 @@ def cli() -> Callable[..., CliRun]:
         return CliRun(code, out.getvalue(), err.getvalue())
 
     return call
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver on 127.0.0.1: what it was sent, and the status it answers."""
+
+    url: str
+    answer: int = 200
+    posts: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A tiny HTTP server on a free loopback port, in a thread; stopped after the test."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    got = Receiver(f"http://127.0.0.1:{server.server_address[1]}/hooks/T0/B0/secret")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            got.posts.append((dict(self.headers.items()), body))
+            self.send_response(got.answer)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # keep the test output clean
+
+    server.RequestHandlerClass = Handler
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield got
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

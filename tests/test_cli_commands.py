@@ -146,7 +146,7 @@ def test_every_command_has_help_text() -> None:
     parser = _parser()
     subparsers = next(a for a in parser._actions if a.choices)
     assert isinstance(subparsers.choices, dict)
-    assert set(subparsers.choices) == {"run", "retry", "simulate", "demo"}
+    assert set(subparsers.choices) == {"run", "retry", "report", "state", "simulate", "demo"}
     for name, command in subparsers.choices.items():
         assert command.description, name
         for action in command._actions:

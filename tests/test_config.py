@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from batcher.config import DEFAULT_BASE_URL, Settings, check_base_url, load_settings, read_token
+from batcher.config import (
+    DEFAULT_BASE_URL,
+    Settings,
+    check_base_url,
+    load_settings,
+    parse_duration,
+    read_token,
+)
 from batcher.errors import UsageError
 
 SECRET = "sk-live-7f3c2b9e-do-not-print"  # noqa: S105 - a fake token the tests look for
@@ -252,6 +259,20 @@ def test_token_file_missing_or_empty_is_refused(tmp_path: Path) -> None:
         pytest.param({"max_errors": "lots"}, "max_errors must be a count", id="max-errors-word"),
         pytest.param({"max_errors": "0"}, "max_errors must be a count", id="max-errors-0"),
         pytest.param({"max_errors": "150%"}, "max_errors must be a count", id="max-errors-150"),
+        pytest.param(
+            {"skip_done_within": 3600.0}, "needs a state_file", id="skip-done-without-state"
+        ),
+        pytest.param(
+            {"skip_done_within": -1.0, "state_file": "s.db"},
+            "skip_done_within must be 0",
+            id="skip-done-negative",
+        ),
+        pytest.param(
+            {"notify_url": "http://hooks.example.com/T0/B0/secret-path"},
+            "notify URL must be https://",
+            id="notify-plain-http-remote",
+        ),
+        pytest.param({"notify_url": "hooks.example.com"}, "notify URL", id="notify-no-scheme"),
     ],
 )
 def test_settings_validation(changes: dict[str, Any], words: str) -> None:
@@ -300,3 +321,33 @@ def test_durations_in_the_config_file(
 def test_max_errors_is_a_count_or_a_share(text: str, limit: tuple[object, object]) -> None:
     """--max-errors reads "100" as a count and "5%" as a share of the rows answered."""
     assert Settings(max_errors=text).error_limit == limit
+
+
+def test_skip_done_within_in_days_from_the_config_file(tmp_path: Path) -> None:
+    """A config file may give skip_done_within as "7d"; it is held in seconds."""
+    settings = load_settings(toml(tmp_path, 'state_file = "s.db"\nskip_done_within = "7d"\n'), {})
+    assert settings.skip_done_within == 7 * 86400
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("7d", 604800.0), ("1d12h", 129600.0), ("2d30m", 174600.0), ("0.5d", 43200.0)],
+)
+def test_durations_take_days(text: str, seconds: float) -> None:
+    """parse_duration reads days (d) before hours, minutes and seconds."""
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["d", "1d12", "7days", "1h2d"])
+def test_durations_in_days_refuse_slips(text: str) -> None:
+    """A unit alone, a bare tail after a unit or units out of order is refused, not guessed."""
+    with pytest.raises(UsageError, match="is not like"):
+        parse_duration(text)
+
+
+def test_notify_url_refusal_does_not_echo_the_url() -> None:
+    """A webhook URL's path is its secret: the refusal names the rule, not the URL."""
+    with pytest.raises(UsageError) as refused:
+        Settings(notify_url="http://hooks.example.com/services/T0/B0/XyZsecret")
+    assert "XyZsecret" not in str(refused.value)
+    Settings(notify_url="http://127.0.0.1:9/hook")  # loopback may be plain http

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -14,7 +15,7 @@ import pytest
 
 from batcher.attemptlog import redact
 from batcher.simulator import RunningSimulator
-from tests.conftest import TOKEN, CliRun, read_results, write_csv
+from tests.conftest import TOKEN, CliRun, Receiver, read_results, write_csv
 
 Cli = Callable[..., CliRun]
 Sim = Callable[..., RunningSimulator]
@@ -157,3 +158,54 @@ def test_bad_max_duration_exits_2(tmp_path: Path, cli: Cli, text: str) -> None:
     result = cli("run", source, "--dry-run", f"--max-duration={text}")
     assert result.code == 2
     assert repr(text) in result.err
+
+
+def test_the_readme_cron_line_two_nights(
+    tmp_path: Path, cli: Cli, simulator: Sim, token_env: str, receiver: Receiver
+) -> None:
+    """The README's nightly job, two nights: the second sends only the 150 changed or new rows
+    and exits 0; each night POSTs once; the metrics, the summary JSON and `batcher report` on
+    the results all give the counts the run printed."""
+    sim = simulator()
+    job = tmp_path / "cleanup.toml"
+    job.write_text(f'start_rate = 500.0\nrate = 500.0\nbase_url = "{sim.base_url}"\n')
+    header = ("identifier", "status", "category")
+    first = [[f"id:{n}", "close" if n % 2 else "open", "Spam" if n % 2 else ""]
+             for n in range(1, 301)]  # fmt: skip
+    second = [list(r) for r in first]
+    for n in range(3, 301, 6):  # 50 contacts flip: close to open, open to close
+        second[n - 1] = [f"id:{n}", "open", ""] if n % 2 else [f"id:{n}", "close", "Spam"]
+    second += [[f"id:{n}", "close", "Spam"] for n in range(301, 401)]
+    cron = ["--config", job, "--out", tmp_path / "spam.results.csv", "--state",
+            tmp_path / "spam.state", "--skip-done-within", "7d", "--notify", receiver.url,
+            "--metrics-file", tmp_path / "batcher.prom", "--summary-json",
+            tmp_path / "spam.summary.json", "--quiet"]  # fmt: skip
+    source = tmp_path / "spam.csv"
+    write_csv(source, header, first)
+    night_one = cli("run", source, *cron)
+    assert night_one.code == 0, night_one.err
+    write_csv(source, header, second)
+    night_two = cli("run", source, *cron)
+    assert night_two.code == 0, night_two.err
+    assert sim.simulator.count(200) == 300 + 150
+    assert len(receiver.posts) == 2
+    posted = json.loads(receiver.posts[1][1])
+    assert posted["text"] == night_two.err.strip()
+    assert posted["exit_code"] == 0
+    assert posted["outcomes"] == {"ok": 150, "invalid": 0, "failed": 0, "deferred": 0,
+                                  "skipped": 250}  # fmt: skip
+    assert posted["already_done"] == 250
+    assert all(TOKEN not in json.dumps(h) + b.decode() for h, b in receiver.posts)
+
+    metrics = (tmp_path / "batcher.prom").read_text()
+    rows = dict(re.findall(r'batcher_rows\{outcome="(\w+)"\} ([0-9.]+)', metrics))
+    assert {k: int(float(v)) for k, v in rows.items()} == posted["outcomes"]
+    assert "batcher_exit_code 0.0" in metrics
+    summary = json.loads((tmp_path / "spam.summary.json").read_text())
+    assert summary["notify"]["delivered"] is True
+
+    report = cli("report", tmp_path / "spam.results.csv")
+    assert report.code == 0
+    assert "400 rows: ok 150 · invalid 0 · failed 0 · deferred 0 · skipped 250 " in report.out
+    assert "(already done 250)" in report.out
+    assert "# nothing to do" in report.out

@@ -205,6 +205,7 @@ FINALITY = [
     (Reason.REFUSED, True, False),
     (Reason.DUPLICATE, True, False),
     (Reason.DRY_RUN, True, False),
+    (Reason.ALREADY_DONE, True, False),
     (Reason.RETRIES_EXHAUSTED, True, True),
     (Reason.NO_ANSWER, True, True),
     (Reason.NOT_CONNECTED, True, True),
@@ -250,6 +251,7 @@ def test_every_reason_is_in_the_tables() -> None:
         (Outcome.FAILED, 401, "authentication failed: 401", Reason.AUTH_REFUSED),
         (Outcome.SKIPPED, None, "duplicate of row 3", Reason.DUPLICATE),
         (Outcome.SKIPPED, None, "dry run: not sent", Reason.DRY_RUN),
+        (Outcome.SKIPPED, None, "already done on 2026-11-28 02:14 UTC", Reason.ALREADY_DONE),
         (Outcome.SKIPPED, None, "not sent: deadline", Reason.NOT_SENT_DEADLINE),
         (Outcome.SKIPPED, 449, "not sent: interrupted", Reason.NOT_SENT_INTERRUPTED),
         (
