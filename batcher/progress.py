@@ -9,12 +9,34 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn, Protocol, TextIO
 
 from batcher.models import Outcome
 
 if TYPE_CHECKING:
     from tqdm import tqdm
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """How the run is going, for the bar (refreshed twice a second).
+
+    Attributes:
+        pace: Requests per second the run is paced at.
+        requeued: Rows set aside after a 449, waiting for their due time.
+        retrying: Rows set aside after a failure (backoff), waiting for their due time.
+        due_in: Seconds until the first set-aside row is due.
+        paused_for: Seconds left of a 429's pause.
+        outage: "API unreachable since ..., next try in 8 s" during an outage, else "".
+    """
+
+    pace: float
+    requeued: int = 0
+    retrying: int = 0
+    due_in: float = 0.0
+    paused_for: float = 0.0
+    outage: str = ""
 
 
 class Progress(Protocol):
@@ -27,19 +49,8 @@ class Progress(Protocol):
     def note(self, message: str) -> None:
         """A line for the person watching (on stderr, without breaking the bar)."""
 
-    def show(
-        self,
-        *,
-        pace: float,
-        requeued: int,
-        retrying: int,
-        due_in: float,
-        paused_for: float,
-        outage: str = "",
-    ) -> None:
-        """The pace (requests/s), rows set aside after a 449 (``requeued``) or a failure
-        (``retrying``) and when the next is due, a 429 pause, and an outage going on
-        ("API unreachable since ..., next try in 8 s")."""
+    def show(self, status: Status) -> None:
+        """How the run is going now (the counts of rows done are the bar's own)."""
 
     def close(self) -> None: ...
 
@@ -60,16 +71,7 @@ class NullProgress:
         if self._stream is not None:
             print(f"batcher: {message}", file=self._stream, flush=True)
 
-    def show(
-        self,
-        *,
-        pace: float,
-        requeued: int,
-        retrying: int,
-        due_in: float,
-        paused_for: float,
-        outage: str = "",
-    ) -> None:
+    def show(self, status: Status) -> None:
         pass
 
     def close(self) -> None:
@@ -123,27 +125,9 @@ class BarProgress:
         if self._bar is not None:
             self._bar.update(1)
 
-    def show(
-        self,
-        *,
-        pace: float,
-        requeued: int,
-        retrying: int,
-        due_in: float,
-        paused_for: float,
-        outage: str = "",
-    ) -> None:
-        self._pace = pace
-        text = bar_text(
-            ok=self._ok,
-            failed=self._failed,
-            pace=pace,
-            requeued=requeued,
-            retrying=retrying,
-            due_in=due_in,
-            paused_for=paused_for,
-            outage=outage,
-        )
+    def show(self, status: Status) -> None:
+        self._pace = status.pace
+        text = bar_text(status, ok=self._ok, failed=self._failed)
         if text != self._text and self._bar is not None:
             self._text = text
             self._bar.set_postfix_str(text, refresh=False)
@@ -152,7 +136,7 @@ class BarProgress:
         if self._bar is not None:
             # The last frame shows the final counts, not those of the last half-second tick;
             # nothing waits any more.
-            self.show(pace=self._pace, requeued=0, retrying=0, due_in=0.0, paused_for=0.0)
+            self.show(Status(pace=self._pace))
             self._bar.close()
 
 
@@ -169,33 +153,23 @@ def _terminal_size(stream: TextIO) -> tuple[int, int]:
     return (size.columns, size.lines)
 
 
-def bar_text(
-    *,
-    ok: int,
-    failed: int,
-    pace: float,
-    requeued: int,
-    retrying: int,
-    due_in: float,
-    paused_for: float,
-    outage: str = "",
-) -> str:
+def bar_text(status: Status, *, ok: int, failed: int) -> str:
     """What the bar says after its counts, each number with its name:
     ``19.6 req/s · ok 120 · failed 1 · 449 waiting 3 · retrying 2 · next in 4s``.
 
     Set-aside rows and the next due time appear only while some wait; a 429 pause and an
     outage only while they last (an outage says so first: no request goes meanwhile).
     """
-    parts = [outage] if outage else []
-    parts += [f"{pace:.1f} req/s", f"ok {ok}", f"failed {failed}"]
-    if requeued:
-        parts.append(f"449 waiting {requeued}")
-    if retrying:
-        parts.append(f"retrying {retrying}")
-    if requeued or retrying:
-        parts.append(f"next in {due_in:.0f}s")
-    if paused_for > 0:
-        parts.append(f"paused {paused_for:.1f}s (429)")
+    parts = [status.outage] if status.outage else []
+    parts += [f"{status.pace:.1f} req/s", f"ok {ok}", f"failed {failed}"]
+    if status.requeued:
+        parts.append(f"449 waiting {status.requeued}")
+    if status.retrying:
+        parts.append(f"retrying {status.retrying}")
+    if status.requeued or status.retrying:
+        parts.append(f"next in {status.due_in:.0f}s")
+    if status.paused_for > 0:
+        parts.append(f"paused {status.paused_for:.1f}s (429)")
     return " · ".join(parts)
 
 

@@ -49,7 +49,7 @@ from batcher.lock import RunLock, lock_path
 from batcher.models import TEXTS, Outcome, Plan, Reason, Result, RunSummary, Secret
 from batcher.paths import check_outputs
 from batcher.policy import Policy, is_final, worth_retrying
-from batcher.progress import NullProgress, Progress
+from batcher.progress import NullProgress, Progress, Status
 from batcher.reader import scanned_input
 from batcher.recording import Recorder
 from batcher.state import StateFile, use_state
@@ -504,12 +504,14 @@ class _Run:
     async def _show_progress(self, queue: WorkQueue, health: Health) -> None:
         while True:
             self.progress.show(
-                pace=self.pacer.rate,
-                requeued=queue.requeued,
-                retrying=queue.retrying,
-                due_in=queue.next_due_in,
-                paused_for=self.pacer.paused_for,
-                outage=health.outage_note(),
+                Status(
+                    pace=self.pacer.rate,
+                    requeued=queue.requeued,
+                    retrying=queue.retrying,
+                    due_in=queue.next_due_in,
+                    paused_for=self.pacer.paused_for,
+                    outage=health.outage_note(),
+                )
             )
             await self.clock.sleep(0.5)
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from batcher import AuthenticationFailed, Outcome, Settings, run_batch
-from batcher.progress import BarProgress, bar_text
+from batcher.progress import BarProgress, Status, bar_text
 from batcher.simulator import RunningSimulator
 from tests.conftest import TOKEN, read_results, write_csv
 
@@ -30,13 +30,17 @@ HEADER = ("identifier", "status")
 
 def test_bar_text_names_each_count() -> None:
     """The counts say what they are: `449 waiting 3 · retrying 2`, then the next due time."""
-    text = bar_text(ok=120, failed=1, pace=19.6, requeued=3, retrying=2, due_in=4.2, paused_for=0.0)
+    text = bar_text(
+        Status(pace=19.6, requeued=3, retrying=2, due_in=4.2, paused_for=0.0), ok=120, failed=1
+    )
     assert text == "19.6 req/s · ok 120 · failed 1 · 449 waiting 3 · retrying 2 · next in 4s"
 
 
 def test_bar_text_shows_waits_only_while_something_waits() -> None:
     """Nothing set aside: no 449 count, no retry count, no `next in`."""
-    text = bar_text(ok=5, failed=0, pace=5.0, requeued=0, retrying=0, due_in=0.0, paused_for=0.0)
+    text = bar_text(
+        Status(pace=5.0, requeued=0, retrying=0, due_in=0.0, paused_for=0.0), ok=5, failed=0
+    )
     assert text == "5.0 req/s · ok 5 · failed 0"
     assert "449" not in text
     assert "next in" not in text
@@ -44,7 +48,9 @@ def test_bar_text_shows_waits_only_while_something_waits() -> None:
 
 def test_bar_text_after_connection_errors_says_retrying_not_449() -> None:
     """Rows backing off after connection errors are `retrying`; no 449 is claimed."""
-    text = bar_text(ok=0, failed=0, pace=5.0, requeued=0, retrying=4, due_in=1.0, paused_for=0.0)
+    text = bar_text(
+        Status(pace=5.0, requeued=0, retrying=4, due_in=1.0, paused_for=0.0), ok=0, failed=0
+    )
     assert "retrying 4" in text
     assert "449" not in text
     assert "next in 1s" in text
@@ -54,7 +60,9 @@ def test_bar_text_shows_an_outage_and_a_429_pause() -> None:
     """An outage leads the text while it lasts; a 429 pause is named."""
     outage = "API unreachable since 02:13:05, next try in 8 s"
     text = bar_text(
-        ok=1, failed=0, pace=5.0, requeued=0, retrying=0, due_in=0.0, paused_for=2.0, outage=outage
+        Status(pace=5.0, requeued=0, retrying=0, due_in=0.0, paused_for=2.0, outage=outage),
+        ok=1,
+        failed=0,
     )
     assert text.startswith(outage + " · ")
     assert "paused 2.0s (429)" in text
@@ -94,16 +102,7 @@ class CountingProgress:
     def note(self, message: str) -> None:
         pass
 
-    def show(
-        self,
-        *,
-        pace: float,
-        requeued: int,
-        retrying: int,
-        due_in: float,
-        paused_for: float,
-        outage: str = "",
-    ) -> None:
+    def show(self, status: Status) -> None:
         pass
 
     def close(self) -> None:
