@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Protocol
 
+from batcher.errors import StorageError
+
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
@@ -75,6 +77,7 @@ class JsonAttemptLog:
 
     def __init__(self, path: Path, *, redact_identifiers: bool = False) -> None:
         # O_NOFOLLOW: a symbolic link planted at the log's path is not appended through.
+        self._path = path
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
         self._file: IO[str] = os.fdopen(fd, "a", encoding="utf-8")
         self._redact = redact_identifiers
@@ -91,8 +94,14 @@ class JsonAttemptLog:
             "error": attempt.error,
             "probe": attempt.probe,
         }
-        self._file.write(json.dumps(line, ensure_ascii=False) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(line, ensure_ascii=False) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            raise StorageError(
+                f"cannot write the --log-file {str(self._path)!r}: {exc.strerror or exc}; "
+                "free some space, then run the same command to resume"
+            ) from exc
 
     def close(self) -> None:
         self._file.close()

@@ -59,22 +59,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _own_file(args: argparse.Namespace, name: str, path: Path | None = None) -> Path | None:
-    """The path in ``args.<name>`` (or ``path``) unless it names the same file as another
-    path given (the input, the results, another output): a run that could not start must
-    not write over those either."""
-    path = path if path is not None else getattr(args, name, None)
+def _written_files(
+    args: argparse.Namespace, *, metrics_file: str = "", state_file: str = ""
+) -> tuple[Path | None, dict[str, Path | None]]:
+    """The input, and every file this command writes by what it is: the results file (as
+    given or by default), its journal, lock and completion mark, --failed-out,
+    --summary-json, --log-file, the metrics file and the state file (with SQLite's and
+    the lock's side files)."""
+    from batcher.retry import default_retry_path  # noqa: PLC0415
+    from batcher.runner import default_results_path, dry_run_path, run_outputs  # noqa: PLC0415
+
+    source: Path | None = getattr(args, "input", None) or getattr(args, "results", None)
+    out: Path | None = getattr(args, "out", None)
+    if out is None and source is not None:
+        if hasattr(args, "results"):
+            out = default_retry_path(source)
+        else:
+            out = dry_run_path(source) if args.dry_run else default_results_path(source)
+    outputs: dict[str, Path | None] = {}
+    if out is not None:
+        outputs.update(run_outputs(out, getattr(args, "failed_out", None)))
+    outputs["--summary-json"] = getattr(args, "summary_json", None)
+    outputs["--log-file"] = getattr(args, "log_file", None)
+    metrics = metrics_file or getattr(args, "metrics_file", None)
+    outputs["--metrics-file"] = Path(metrics) if metrics else None
+    state = state_file or getattr(args, "state", None)
+    if state:
+        for end in ("", "-wal", "-shm", ".lock"):
+            outputs[f"--state{end}"] = Path(f"{state}{end}")
+    return source, outputs
+
+
+def _own_file(args: argparse.Namespace, flag: str, path: Path | None = None) -> Path | None:
+    """The file given as ``flag`` (or ``path``) unless it names the input or any other file
+    this command writes: a run that could not start must not write over those either."""
+    source, outputs = _written_files(args)
+    path = path if path is not None else outputs.get(flag)
     if path is None:
         return None
-    others = ("input", "results", "out", "failed_out", "summary_json", "log_file", "metrics_file")
-    given = [getattr(args, other, None) for other in others if other != name]
-    for source in (getattr(args, "input", None), getattr(args, "results", None)):
-        if isinstance(source, Path):  # the default results files, when --out is not given
-            stem = source.with_suffix("")
-            given += [Path(f"{stem}{end}") for end in (".results.csv", ".dry-run.csv")]
-            given.append(Path(f"{stem}.retry.csv"))
     real = path.resolve()
-    if any(isinstance(other, Path) and other.resolve() == real for other in given):
+    others = [source, *(p for name, p in outputs.items() if name != flag)]
+    if any(other is not None and other.resolve() == real for other in others):
         return None
     return path
 
@@ -424,7 +449,6 @@ def _execute(
     from batcher.paths import check_outputs  # noqa: PLC0415
     from batcher.progress import make_progress  # noqa: PLC0415
     from batcher.report import one_line, plan_lines, summary_json  # noqa: PLC0415
-    from batcher.runner import run_outputs  # noqa: PLC0415
 
     def show_plan(plan: Plan) -> None:
         lines = plan_lines(plan, settings.max_duration)
@@ -432,13 +456,9 @@ def _execute(
             print(line, file=sys.stderr)
 
     # Before anything is opened or sent: no output may clobber the input or another output.
-    outputs = run_outputs(out, failed_out)
-    outputs.update({"--summary-json": args.summary_json, "--log-file": args.log_file})
-    for flag, value in (
-        ("--metrics-file", settings.metrics_file),
-        ("--state", settings.state_file),
-    ):
-        outputs[flag] = Path(value) if value else None
+    _, outputs = _written_files(
+        args, metrics_file=settings.metrics_file, state_file=settings.state_file
+    )
     check_outputs(input_path, outputs)
     log = (
         JsonAttemptLog(args.log_file, redact_identifiers=args.redact)
@@ -466,9 +486,17 @@ def _execute(
     text = f"batcher: stopped (exit {code}): {failure}"
     if summary is not None:
         if summary.complete_already:
+            from batcher.policy import worth_retrying  # noqa: PLC0415
+
+            again = sum(n for reason, n in summary.reasons.items() if worth_retrying(reason))
+            hint = (
+                f"; {again} rows are worth another try: batcher retry {summary.results_path}"
+                if again
+                else ""
+            )
             print(
                 f"batcher: {summary.results_path} is already complete for this input: nothing "
-                "sent (--restart sends every row again)",
+                f"sent (--restart sends every row again){hint}",
                 file=sys.stderr,
             )
         _print_summary(summary, quiet=args.quiet)
@@ -510,7 +538,7 @@ def _report_end(
 
     from batcher.report import write_json  # noqa: PLC0415
 
-    if metrics_file and _own_file(args, "metrics_file", Path(metrics_file)) is None:
+    if metrics_file and _own_file(args, "--metrics-file", Path(metrics_file)) is None:
         metrics_file = ""  # it names the input or another output: never written over
     if metrics_file:
         from batcher.metrics import write_metrics  # noqa: PLC0415
@@ -526,7 +554,7 @@ def _report_end(
         if not delivery.delivered:
             print(f"batcher: warning: the notification failed: {delivery.error}", file=sys.stderr)
         data = {**data, "notify": delivery.as_json()}
-    summary_path = _own_file(args, "summary_json")
+    summary_path = _own_file(args, "--summary-json")
     if summary_path is not None and summary_path.parent.is_dir():
         try:
             write_json(summary_path, data)

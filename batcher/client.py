@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -107,35 +108,43 @@ class AelystClient:
     async def send(self, request: Request) -> Answer:
         """Send one row's call; whatever happens, describe it as an ``Answer``."""
         url = request_url(self._base_url, request.identifier)
+        answer: Answer | None = None
         try:
             # httpx's timeouts bound each read; a server that trickles its answer a byte a
             # second never trips them. This bounds the whole exchange.
-            with anyio.move_on_after(self._timeout) as whole:
+            with anyio.move_on_after(self._timeout):
                 async with self._client.stream(
                     "POST", url, content=request_body(request)
                 ) as response:
                     body = await _read_capped(response)
-                answer = _classify(response, body)
-            if whole.cancelled_caught:
+                    # Classified as soon as it is read: a deadline landing while the
+                    # connection is put back must not turn a 200 into a timeout.
+                    answer = _classify(response, body, self._scrub)
+            if answer is None:
                 answer = Answer(
                     AnswerKind.RETRYABLE,
                     None,
                     error=f"timeout: no complete answer within {self._timeout:g} s",
                 )
         except httpx.HTTPError as exc:
-            answer = _transport_error(exc)
+            answer = _transport_error(exc, self._scrub)
         except Exception as exc:  # a row's trouble is an outcome, never a crash
             # e.g. httpx.InvalidURL (not an HTTPError) for an identifier too long for a URL
-            answer = Answer(AnswerKind.RETRYABLE, None, error=f"{type(exc).__name__}: {exc}")
-        return self._redacted(answer)
+            error = self._scrub(f"{type(exc).__name__}: {exc}")[:ERROR_EXCERPT]
+            answer = Answer(AnswerKind.RETRYABLE, None, error=error)
+        return replace(answer, error=self._scrub(answer.error))
 
-    def _redacted(self, answer: Answer) -> Answer:
-        """The answer with the token cut out of its error text, wherever it came from (an
-        httpx message quoting a header, a gateway echoing the request)."""
+    def _scrub(self, text: str) -> str:
+        """Text with the token cut out, and with any end of it that is the token's start
+        (an excerpt cut in the middle of the token)."""
         token = self._token.reveal()
-        if token and token in answer.error:
-            return replace(answer, error=answer.error.replace(token, "[token]")[:ERROR_EXCERPT])
-        return answer
+        if not token:
+            return text
+        text = text.replace(token, "[token]")
+        for length in range(len(token) - 1, 3, -1):
+            if text.endswith(token[:length]):
+                return text[:-length] + "[token]"
+        return text
 
 
 async def _read_capped(response: httpx.Response) -> bytes:
@@ -149,9 +158,9 @@ async def _read_capped(response: httpx.Response) -> bytes:
     return b"".join(chunks)
 
 
-def _transport_error(exc: httpx.HTTPError) -> Answer:
+def _transport_error(exc: httpx.HTTPError, scrub: Callable[[str], str]) -> Answer:
     """Translate an httpx exception (no answer at all) into a retryable ``Answer``."""
-    detail = str(exc) or type(exc).__name__
+    detail = scrub(str(exc) or type(exc).__name__)
     if isinstance(exc, httpx.TimeoutException):
         error = f"timeout: {type(exc).__name__}"
     elif isinstance(exc, httpx.TransportError):
@@ -163,7 +172,9 @@ def _transport_error(exc: httpx.HTTPError) -> Answer:
     return Answer(AnswerKind.RETRYABLE, None, error=error[:ERROR_EXCERPT], sent=sent)
 
 
-def _classify(response: httpx.Response, body: bytes) -> Answer:
+def _classify(response: httpx.Response, body: bytes, scrub: Callable[[str], str]) -> Answer:
+    """The answer to a request. ``scrub`` cuts the token out of any text taken from the
+    answer before an excerpt of it is kept (an excerpt cut mid-token still leaks)."""
     status = response.status_code
     kind = classify_status(status)
     parsed = _json_object(body)
@@ -177,11 +188,11 @@ def _classify(response: httpx.Response, body: bytes) -> Answer:
             # not make a row look done.
             kind = AnswerKind.UNCONFIRMED
             error = (
-                f"200 without a contactId ({_body_shape(body, parsed)}): not the API's "
+                f"200 without a contactId ({_body_shape(body, parsed, scrub)}): not the API's "
                 "answer; the call may not have been applied (check --base-url)"
             )
     else:
-        error = _error_text(status, response, body, parsed)
+        error = _error_text(status, response, body, parsed, scrub)
     headers = response.headers
     return Answer(
         kind,
@@ -204,28 +215,33 @@ def _json_object(body: bytes) -> dict[str, object] | None:
     return value if isinstance(value, dict) else None
 
 
-def _body_shape(body: bytes, parsed: dict[str, object] | None) -> str:
+def _body_shape(body: bytes, parsed: dict[str, object] | None, scrub: Callable[[str], str]) -> str:
     """What a body looked like, briefly: empty, not JSON (an excerpt), or JSON (an excerpt)."""
     if not body:
         return "empty body"
     kind = "not JSON" if parsed is None else "JSON"
-    text = repr(body[: ERROR_EXCERPT // 3].decode("utf-8", "replace"))
+    text = repr(scrub(body.decode("utf-8", "replace"))[: ERROR_EXCERPT // 3])
     return f"{kind}: {text}"
 
 
 def _error_text(
-    status: int, response: httpx.Response, body: bytes, parsed: dict[str, object] | None
+    status: int,
+    response: httpx.Response,
+    body: bytes,
+    parsed: dict[str, object] | None,
+    scrub: Callable[[str], str],
 ) -> str:
     """The server's own message where it gave one; otherwise what the body looked like."""
     if parsed is not None and "message" in parsed:
-        return f"{status} {str(parsed['message'])[:ERROR_EXCERPT]}"
+        return f"{status} {scrub(str(parsed['message']))[:ERROR_EXCERPT]}"
     if status in (301, 302, 303, 307, 308):
-        return f"{status} redirect to {response.headers.get('Location', '?')[:200]} (not followed)"
+        location = scrub(response.headers.get("Location", "?"))[:200]
+        return f"{status} redirect to {location} (not followed)"
     if not body:
         return f"{status} {response.reason_phrase} (empty body)"
     if len(body) > MAX_BODY:
         return f"{status} {response.reason_phrase} (body over {MAX_BODY} bytes, not read)"
-    text = repr(body[:ERROR_EXCERPT].decode("utf-8", "replace"))
+    text = repr(scrub(body.decode("utf-8", "replace"))[:ERROR_EXCERPT])
     if len(text) > ERROR_EXCERPT:  # escaping can make the excerpt longer than the body
         text = text[: ERROR_EXCERPT - 3] + "..."
     return f"{status} {response.reason_phrase} (not JSON: {text})"

@@ -107,7 +107,7 @@ class Health:
         self.outage: Outage | None = None
         #: Every outage of the run so far, for the summary.
         self.history: list[OutageRecord] = []
-        self._signs: list[tuple[str, float, str]] = []  # (contact, when, error), a streak
+        self._signs: list[tuple[str, float]] = []  # (contact, when): a streak of no-answers
         self._probe_out = False
         self._changed = anyio.Event()
         self._same = _Streak()
@@ -154,8 +154,8 @@ class Health:
                 outage.interval = min(outage.interval * PROBE_GROWTH, MAX_PROBE)
             self._notify()
             return
-        if all(c != contact for c, _, _ in self._signs):
-            self._signs.append((contact, now, answer.error))
+        if all(c != contact for c, _ in self._signs):
+            self._signs.append((contact, now))
         if len(self._signs) >= OUTAGE_AFTER:
             since = self._signs[0][1]
             self.outage = Outage(since, answer.error, next_probe=now + FIRST_PROBE)

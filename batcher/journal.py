@@ -78,6 +78,10 @@ class Journal:
         for suffix in ("", "-wal", "-shm"):
             self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
 
+    def integrity(self) -> str:
+        """SQLite's quick check of every page: "ok", or what is wrong."""
+        return str(self._db.execute("PRAGMA quick_check").fetchone()[0])
+
     def get_meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])

@@ -76,7 +76,14 @@ class Recorder:
         """A queued row's final outcome, with what it had been through."""
         tries = job.tries
         if outcome is Outcome.OK and self._state is not None:
-            self._state.remember(job.request, contact_id, datetime.now(UTC))
+            try:
+                self._state.remember(job.request, contact_id, datetime.now(UTC))
+            except (sqlite3.Error, OSError) as exc:
+                raise StorageError(
+                    f"cannot write the state file {str(self._state.path)!r}: {exc}; free "
+                    "some space, then run the same command to resume",
+                    summary=self.summary,
+                ) from exc
         self.record(
             Result(
                 job.request.record,
@@ -91,5 +98,11 @@ class Recorder:
         )
 
     def not_sent(self, job: Job, reason: Reason) -> None:
-        """A queued row the run stopped before sending (again)."""
-        self.record_job(job, Outcome.SKIPPED, reason, error=TEXTS[reason], done=False)
+        """A queued row the run stopped before sending (again): if it had been sent
+        before, the error says so and what the last try got."""
+        error = TEXTS[reason]
+        tries = job.tries
+        if tries.attempts:
+            last = "no answer" if tries.last_status is None else f"a {tries.last_status}"
+            error += f" again (sent {tries.attempts} times; the last got {last})"
+        self.record_job(job, Outcome.SKIPPED, reason, error=error, done=False)

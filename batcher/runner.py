@@ -29,6 +29,7 @@ import random
 import sqlite3
 from array import array
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -55,7 +56,7 @@ from batcher.recording import Recorder
 from batcher.state import StateFile, use_state
 from batcher.stopping import Stopper
 from batcher.worker import Workers
-from batcher.workqueue import WorkQueue
+from batcher.workqueue import Job, WorkQueue
 from batcher.writer import atomic_text, remove_stale_temps, write_input_rows, write_results
 
 if TYPE_CHECKING:
@@ -305,11 +306,15 @@ class _Run:
                     f"{str(self.source.info.path)!r} changed since the interrupted run that "
                     f"wrote {str(path)!r}; to start over and send every row again, add --restart"
                 )
-            journal.forget(is_final)
-            self.done_rows = array("q", journal.recorded_rows())
+            try:
+                journal.forget(is_final)
+                self.done_rows = array("q", journal.recorded_rows())
+                self.summary.outcomes = journal.outcome_counts()
+                self.summary.reasons = journal.reason_counts()
+            except sqlite3.DatabaseError as exc:
+                journal.close()
+                raise _damaged(path, exc) from exc
             self.summary.resumed = len(self.done_rows)
-            self.summary.outcomes = journal.outcome_counts()
-            self.summary.reasons = journal.reason_counts()
             self.journal = journal
             return None
         if not self.dry_run:
@@ -496,7 +501,9 @@ class _Run:
                 continue
             job = workers.on_wire.get(record.row)
             if job is not None:
-                recorder.not_sent(job, Reason.IN_FLIGHT_INTERRUPTED)
+                # The request cut off on the wire was sent: it counts as an attempt.
+                sent = replace(job.tries, attempts=job.tries.attempts + 1)
+                recorder.not_sent(Job(job.request, sent), Reason.IN_FLIGHT_INTERRUPTED)
             else:
                 result = Result(record, Outcome.SKIPPED, error=TEXTS[reason], reason=reason)
                 recorder.record(result, done=False)
@@ -531,21 +538,31 @@ def _leaf(group: BaseExceptionGroup[BaseException], kind: type[E]) -> E | None:
 
 def _open_journal(path: Path) -> Journal:
     """The journal at ``path``; a damaged one is refused up front (exit 2), naming the way out."""
+    existed = path.exists()
     try:
         journal = Journal(path)
+        # Every page, not just the first: damage further in would surface mid-resume.
+        found = journal.integrity() if existed else "ok"
         journal.get_meta("input_sha256")
     except sqlite3.DatabaseError as exc:
-        raise UsageError(
-            f"the journal {str(path)!r} is damaged ({exc}); nothing was sent. Add --restart to "
-            "start over (every row is sent again), or move the journal away to keep it"
-        ) from exc
+        raise _damaged(path, exc) from exc
+    if found != "ok":
+        journal.close()
+        raise _damaged(path, found)
     return journal
 
 
-def write_done(path: Path, summary: RunSummary, *, sha256: str = "") -> None:
+def _damaged(path: Path, why: object) -> UsageError:
+    return UsageError(
+        f"the journal {str(path)!r} is damaged ({why}); nothing was sent. Add --restart to "
+        "start over (every row is sent again), or move the journal away to keep it"
+    )
+
+
+def write_done(path: Path, summary: RunSummary) -> None:
     """The completion mark: the input's hash and the run's counts."""
     data = {
-        "input_sha256": sha256 or summary.input_sha256,
+        "input_sha256": summary.input_sha256,
         "finished_at": summary.ended_at,
         "outcomes": {o.value: n for o, n in summary.outcomes.items()},
         "reasons": {r.value: n for r, n in summary.reasons.items() if n},

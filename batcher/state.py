@@ -107,10 +107,18 @@ class StateFile:
                     "INSERT OR IGNORE INTO meta (key, value) VALUES ('format', ?)",
                     (FORMAT_VERSION,),
                 )
+            # Every page: damage further in would otherwise surface mid-run, as a crash.
+            damage = str(self._db.execute("PRAGMA quick_check").fetchone()[0])
             found = self._db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise UsageError(f"{str(path)!r} is not a batcher state file ({exc})") from None
+        if damage != "ok":
+            self._db.close()
+            raise UsageError(
+                f"the state file {str(path)!r} is damaged ({damage}); move it away (a new one "
+                "is started: rows already done are sent once more) or restore it"
+            )
         if found is None or found[0] != FORMAT_VERSION:
             self._db.close()
             version = "none" if found is None else repr(found[0])

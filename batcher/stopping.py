@@ -65,10 +65,6 @@ class Stopper:
         self._signalled = False
         self._on_stop: list[Callable[[], None]] = []
 
-    @property
-    def stopped(self) -> bool:
-        return self.reason is not None
-
     def attach(self, work: anyio.CancelScope, *, on_stop: Callable[[], None]) -> None:
         """The scope of the feeder and the workers (what the grace period bounds), and what
         else a stop must do at once."""

@@ -21,6 +21,7 @@ import asyncio
 import selectors
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Executor
 from typing import Any, TypeVar, TypeVarTuple
 
 import anyio
@@ -78,10 +79,24 @@ class _VirtualLoop(asyncio.SelectorEventLoop):
 
     def __init__(self, clock: FakeClock) -> None:
         self._fake_clock = clock
-        super().__init__(_SkippingSelector(clock))
+        #: Jobs handed to the executor and not yet done (getaddrinfo, to_thread): real work
+        #: the loop must wait for in real time rather than skip over.
+        self.executor_jobs = 0
+        super().__init__(_SkippingSelector(clock, self))
 
     def time(self) -> float:
         return self._fake_clock.now()
+
+    def run_in_executor(
+        self, executor: Executor | None, func: Callable[[*Ts], T], *args: *Ts
+    ) -> asyncio.Future[T]:
+        future = super().run_in_executor(executor, func, *args)
+        self.executor_jobs += 1
+        future.add_done_callback(self._executor_job_done)
+        return future
+
+    def _executor_job_done(self, _: asyncio.Future[Any]) -> None:
+        self.executor_jobs -= 1
 
 
 class _SkippingSelector(selectors.BaseSelector):
@@ -93,8 +108,9 @@ class _SkippingSelector(selectors.BaseSelector):
     is real I/O, waited for in real time.
     """
 
-    def __init__(self, clock: FakeClock) -> None:
+    def __init__(self, clock: FakeClock, loop: _VirtualLoop) -> None:
         self._clock = clock
+        self._loop = loop
         self._real = selectors.DefaultSelector()
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
@@ -116,8 +132,10 @@ class _SkippingSelector(selectors.BaseSelector):
         ready = self._real.select(0)
         if ready or timeout == 0:
             return ready
-        # The first registration is the loop's own self-pipe (signals, other threads).
-        if timeout is not None and len(self._real.get_map()) <= 1:
+        # The first registration is the loop's own self-pipe (signals, other threads): with
+        # nothing else registered and no executor job running, nothing real can happen.
+        idle = len(self._real.get_map()) <= 1 and not self._loop.executor_jobs
+        if timeout is not None and idle:
             self._clock.advance(timeout)
             return []
         started = time.monotonic()

@@ -87,8 +87,8 @@ def atomic_text(path: Path, *, newline: str | None = None) -> Iterator[TextIO]:
     """A text file at a temporary name beside ``path``, renamed over it only if all went well.
 
     The temporary file is created exclusively (a name planted beforehand is never written
-    through), and given the mode the umask allows, as any new file would have (mkstemp's
-    0600 made results unreadable in a shared folder).
+    through), and given the mode the umask allows, as any new file would have: mkstemp's
+    own 0600 would keep a shared results folder from reading it.
     """
     handle, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import socket
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -459,3 +460,141 @@ def test_a_refused_connection_is_not_an_attempt_and_says_it_never_left(tmp_path:
     row = read_results(tmp_path / "cut.results.csv")[0]
     assert row["attempts"] == "2"
     assert summary.reasons[Reason.NO_ANSWER] == 1
+
+
+# -- found in review --------------------------------------------------------------------------
+
+
+def test_a_state_file_that_cannot_be_written_is_a_resumable_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk on --state: StorageError (exit 3) naming the state file, not a traceback
+    from an exception group; rows the API answered before are kept as answered."""
+    from batcher.state import StateFile  # noqa: PLC0415
+
+    source = closes(tmp_path / "in.csv", 40)
+    remember = StateFile.remember
+    calls = 0
+
+    def filling(self: StateFile, *args: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 10:
+            raise sqlite3.OperationalError("database or disk is full")
+        remember(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(StateFile, "remember", filling)
+    settings = Settings(state_file=str(tmp_path / "spam.state"), rate=50)
+    with pytest.raises(StorageError) as stop:
+        run_batch(source, settings=settings, token=TOKEN, clock=FakeClock(),
+                  transport=simulated_transport(SimulatorConfig()))  # fmt: skip
+    assert "spam.state" in str(stop.value)
+    rows = read_results(tmp_path / "in.results.csv")
+    assert sum(r["outcome"] == "ok" for r in rows) == 10
+
+
+@pytest.mark.parametrize("victim", ["spam.state", "in.results.csv.journal"])
+def test_a_refused_run_writes_no_summary_over_the_state_or_the_journal(
+    tmp_path: Path, cli: Cli, token_env: str, victim: str
+) -> None:
+    """--summary-json naming the state file or the results' journal: refused (exit 2), and
+    the file named is left exactly as it was."""
+    source = closes(tmp_path / "in.csv", 3)
+    named = tmp_path / victim
+    named.write_bytes(b"precious")
+    done = cli("run", source, "--base-url", "http://127.0.0.1:9/v1", "--state",
+               tmp_path / "spam.state", "--summary-json", named)  # fmt: skip
+    assert done.code == 2
+    assert named.read_bytes() == b"precious"
+
+
+def test_a_journal_damaged_beyond_its_first_page_is_exit_2_not_a_traceback(
+    tmp_path: Path, cli: Cli, token_env: str
+) -> None:
+    """A resumable journal whose pages are damaged past the first: exit 2 naming it."""
+    source = closes(tmp_path / "in.csv", 2000)
+    journal = Journal(tmp_path / "in.results.csv.journal")
+    journal.set_meta("input_sha256", "x")
+    journal.close()
+    with sqlite3.connect(tmp_path / "in.results.csv.journal") as db:
+        db.execute("PRAGMA journal_mode=DELETE")
+        db.executemany(
+            "INSERT INTO results VALUES (?, 'id:1', 'close', '', '', 'ok', 200, 1, 1, '', '[]',"
+            " 'sent')",
+            [(n,) for n in range(1, 2001)],
+        )
+    raw = bytearray((tmp_path / "in.results.csv.journal").read_bytes())
+    raw[len(raw) // 2 : len(raw) // 2 + 4096] = b"\xa5" * 4096
+    (tmp_path / "in.results.csv.journal").write_bytes(bytes(raw))
+    done = cli("run", source, "--base-url", "http://127.0.0.1:9/v1")
+    assert done.code == 2
+    assert "damaged" in done.err
+    assert "Traceback" not in done.err
+
+
+def test_a_token_echoed_at_the_edge_of_the_excerpt_is_not_half_kept(tmp_path: Path) -> None:
+    """A gateway echoing the Authorization header right where the error excerpt is cut:
+    no part of the token reaches the results (it used to keep 28 of 38 characters)."""
+    source = closes(tmp_path / "in.csv", 1)
+    token = "sk_live_ABCDEFGHIJKLMNOPQRSTUVWXYZ0123"  # noqa: S105 - a fake token to look for
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        heard = request.headers["authorization"]
+        return httpx.Response(400, json={"message": "x" * 255 + " got header " + heard})
+
+    run_batch(source, token=token, clock=FakeClock(), transport=httpx.MockTransport(echo))
+    text = (tmp_path / "in.results.csv").read_text()
+    assert token[:8] not in text
+    assert "[token]" in text
+
+
+def test_a_row_sent_before_a_stop_says_so_and_a_cut_off_request_is_counted(
+    tmp_path: Path,
+) -> None:
+    """A row answered 500 and waiting for its retry at the deadline: skipped, and its error
+    says it was sent before and what it got; rows cut off on the wire count that request."""
+    source = closes(tmp_path / "in.csv", 1)
+    clock = FakeClock()
+    transport = answering(500, b'{"message": "boom"}')
+    run_batch(source, settings=Settings(max_duration=0.2, backoff_base=5.0, backoff_max=5.0),
+              token=TOKEN, clock=clock, transport=transport, rng=_Top())  # fmt: skip
+    row = read_results(tmp_path / "in.results.csv")[0]
+    assert row["outcome"] == "skipped"
+    assert row["error"] == "not sent: deadline again (sent 1 times; the last got a 500)"
+
+    slow = closes(tmp_path / "slow.csv", 1)
+
+    async def never(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    run_batch(slow, settings=Settings(max_duration=1.0), token=TOKEN, clock=FakeClock(),
+              transport=httpx.MockTransport(never))  # fmt: skip
+    row = read_results(tmp_path / "slow.results.csv")[0]
+    assert row["error"].startswith("interrupted while in flight")
+    assert row["attempts"] == "1"
+
+
+class _Top(random.Random):
+    """Jitter at the top of its range: delays exactly as configured."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+def test_fake_clock_waits_for_work_handed_to_an_executor() -> None:
+    """Virtual time does not jump over work running in an executor (getaddrinfo,
+    to_thread): a 30 s timeout around a 50 ms job does not fire."""
+    import asyncio  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    clock = FakeClock()
+
+    async def main() -> bool:
+        loop = asyncio.get_running_loop()
+        with anyio.move_on_after(30) as scope:
+            await loop.run_in_executor(None, time.sleep, 0.05)
+        return scope.cancelled_caught
+
+    assert clock.run(main) is False
+    assert clock.now() < 30
