@@ -633,6 +633,13 @@ def _add_simulator_options(sim: argparse.ArgumentParser) -> None:
         "--window", type=float, default=1.0, metavar="SECONDS", help="rate-limit window length"
     )
     sim.add_argument(
+        "--window-kind",
+        choices=("fixed", "sliding"),
+        default="fixed",
+        help="fixed windows (floor(now / window)) or sliding ones (each request counts for "
+        "a window from its arrival)",
+    )
+    sim.add_argument(
         "--rate-headers",
         choices=("normal", "none", "zero", "garbage"),
         default="normal",
@@ -743,6 +750,7 @@ def _simulator_config(args: argparse.Namespace) -> SimulatorConfig:
             shared_limit=args.shared_limit,
             path_limit=args.path_limit,
             window=args.window,
+            window_kind=args.window_kind,
             rate_headers=args.rate_headers,
             queue_share=args.queue_share,
             queue_hold=args.queue_hold,

@@ -46,7 +46,10 @@ literal ``+`` stays ``+``, ``%2B`` and ``%2F`` decode to ``+`` and ``/``). A
 query string is not part of the path: an unencoded ``?`` in an email cuts the
 path short and gets the route's 404, as it would on a real server.
 
-Rate limits are fixed windows ``floor(now / window)`` on the server's clock.
+Rate limits are fixed windows ``floor(now / window)`` on the server's clock, or with
+``window_kind="sliding"`` sliding ones: a request counts from its arrival until
+``window`` seconds later, and Retry-After is the time until the oldest counted one
+leaves, rounded up (at least 1).
 Only requests that pass auth and are not themselves answered 429 use up budget.
 ``shared_limit`` counts every path together, ``path_limit`` counts each unique
 raw path on its own (the two readings of the API's documentation). Answers
@@ -69,6 +72,7 @@ import math
 import random
 import re
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import IO, Final
@@ -84,6 +88,9 @@ __all__ = [
 ]
 
 _RATE_HEADER_MODES: Final = frozenset({"normal", "none", "zero", "garbage"})
+_WINDOW_KINDS: Final = frozenset({"fixed", "sliding"})
+#: Paths a sliding window keeps before it forgets those with nothing left counted.
+_SLIDING_PATHS: Final = 4096
 
 #: The largest request body the API reads; a larger one is answered 413.
 MAX_BODY: Final = 64 * 1024
@@ -100,8 +107,10 @@ class SimulatorConfig:
         shared_limit: Requests allowed per window across all paths; ``None``: no limit.
         path_limit: Requests allowed per window for each unique request path;
             ``None``: no limit.
-        window: Window length in seconds. Windows are fixed and aligned to
-            multiples of ``window`` on the server's clock.
+        window: Window length in seconds. Fixed windows are aligned to multiples of
+            ``window`` on the server's clock.
+        window_kind: ``"fixed"`` (windows ``floor(now / window)``) or ``"sliding"``
+            (each request counts for ``window`` seconds from its arrival).
         rate_headers: ``"normal"`` (true headers when a limit is set), ``"none"``
             (never sent), ``"zero"`` (``Limit: 0`` and ``Remaining: 0`` on every
             answer past auth, the real limits still enforced) or ``"garbage"``
@@ -130,6 +139,7 @@ class SimulatorConfig:
     shared_limit: int | None = None
     path_limit: int | None = None
     window: float = 1.0
+    window_kind: str = "fixed"
     rate_headers: str = "normal"
     queue_share: float = 0.0
     queue_hold: float = 0.0
@@ -146,6 +156,8 @@ class SimulatorConfig:
         # Fail at construction, not as a puzzling answer in the middle of a test.
         if self.rate_headers not in _RATE_HEADER_MODES:
             raise ValueError(f"rate_headers must be one of {sorted(_RATE_HEADER_MODES)}")
+        if self.window_kind not in _WINDOW_KINDS:
+            raise ValueError(f"window_kind must be one of {sorted(_WINDOW_KINDS)}")
         if not self.window > 0:
             raise ValueError("window must be positive")
         for name in ("revoke_after", "shared_limit", "path_limit", "down_after"):
@@ -353,6 +365,9 @@ class SimulatedAPI:
         #: raw path -> requests used in the current window; cleared when a window
         #: starts, so it only ever holds one window's paths.
         self._path_used: dict[str, int] = {}
+        #: Sliding windows: arrival times of the requests still counted, oldest first.
+        self._shared_log: deque[float] = deque()
+        self._path_log: dict[str, deque[float]] = {}
         #: identifier -> clock time of its first queue check, for queued contacts only.
         self._queued_since: dict[str, float] = {}
         self._log: IO[str] | None = None
@@ -464,6 +479,8 @@ class SimulatedAPI:
     def _use_budget(self, raw_path: str, now: float) -> int | None:
         """Count this request against the limits; the Retry-After seconds if over one."""
         config = self.config
+        if config.window_kind == "sliding":
+            return self._use_sliding_budget(raw_path, now)
         index = math.floor(now / config.window)
         if index != self._window_index:
             self._window_index = index
@@ -479,6 +496,31 @@ class SimulatedAPI:
             self._shared_used += 1
         if config.path_limit is not None:
             self._path_used[raw_path] = self._path_used.get(raw_path, 0) + 1
+        return None
+
+    def _use_sliding_budget(self, raw_path: str, now: float) -> int | None:
+        config = self.config
+        window = config.window
+        shared, path = self._shared_log, self._path_log.setdefault(raw_path, deque())
+        for log in (shared, path):
+            while log and log[0] + window <= now:
+                log.popleft()
+        self._shared_used, self._path_used[raw_path] = len(shared), len(path)
+        oldest: list[float] = []
+        if config.shared_limit is not None and len(shared) >= config.shared_limit:
+            oldest.append(shared[len(shared) - config.shared_limit] if config.shared_limit else now)
+        if config.path_limit is not None and len(path) >= config.path_limit:
+            oldest.append(path[len(path) - config.path_limit] if config.path_limit else now)
+        if oldest:
+            # A 429 uses no budget; the client may go again when the oldest counted leaves.
+            return max(1, math.ceil(max(oldest) + window - now))
+        shared.append(now)
+        path.append(now)
+        self._shared_used, self._path_used[raw_path] = len(shared), len(path)
+        if len(self._path_log) > _SLIDING_PATHS:
+            # Keep only paths with a request still counted: memory stays flat on long runs.
+            self._path_log = {p: log for p, log in self._path_log.items() if log[-1] + window > now}
+            self._path_used = {p: len(log) for p, log in self._path_log.items()}
         return None
 
     def _rate_headers(self, raw_path: str) -> list[tuple[bytes, bytes]]:

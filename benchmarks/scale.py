@@ -4,7 +4,7 @@ One command::
 
     python benchmarks/scale.py            # everything (the 1M real run takes ~25 min)
     python benchmarks/scale.py --quick    # 1M only as a dry run; speed on 10k rows
-    python benchmarks/scale.py --only speed   # or startup, memory
+    python benchmarks/scale.py --only speed   # or startup, climb, memory
 
 It generates the inputs, starts the simulator as its own process (so the two
 do not share a GIL), runs batcher and a bare ``httpx.AsyncClient`` loop
@@ -231,6 +231,34 @@ def speed(folder: Path, quick: bool, repeat: int) -> list[tuple[str, str, str, b
     return rows
 
 
+def climb(folder: Path, repeat: int) -> list[tuple[str, str, str, bool]]:
+    """A server with no rate headers, 20 ms latency, 16 connections, 5,000 rows: rows/s of
+    the whole ``batcher run`` process (start-up and the climb from 5/s included) against a
+    bare httpx loop's, medians of ``repeat`` interleaved rounds."""
+    count = 5_000
+    source = make_input(folder, count)
+    whole: list[float] = []
+    bare: list[float] = []
+    sim = Simulator("--latency", "0.02", "--rate-headers", "none")
+    try:
+        for round_ in range(1, repeat + 1):
+            bare.append(bare_loop(sim.base_url, count, 16))
+            result, _ = batcher_run(source, folder, "--concurrency", "16", base_url=sim.base_url)
+            whole.append(count / result.wall)
+            print(
+                f"climb round {round_}: bare 16: {bare[-1]:.1f}, batcher process: {whole[-1]:.1f}"
+            )
+    finally:
+        sim.stop()
+    ratio = statistics.median(whole) / statistics.median(bare)
+    print(
+        f"no headers: batcher process {statistics.median(whole):.1f} rows/s, bare httpx "
+        f"{statistics.median(bare):.1f} (medians of {repeat})"
+    )
+    return [("no headers: batcher process / bare httpx, 16 connections", ">= 0.90",
+             f"{ratio:.3f}", ratio >= 0.90)]  # fmt: skip
+
+
 def startup() -> list[tuple[str, str, str, bool]]:
     times = []
     for _ in range(5):
@@ -251,7 +279,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1M as dry run only; 10k speed")
     parser.add_argument("--keep", type=Path, help="keep generated inputs in this folder")
-    parser.add_argument("--only", choices=("startup", "speed", "memory"), help="one part only")
+    parser.add_argument(
+        "--only", choices=("startup", "speed", "climb", "memory"), help="one part only"
+    )
     parser.add_argument("--repeat", type=int, default=5, help="speed rounds (default 5)")
     args = parser.parse_args()
     print(
@@ -263,6 +293,7 @@ def main() -> int:
         parts: dict[str, Callable[[], list[tuple[str, str, str, bool]]]] = {
             "startup": startup,
             "speed": partial(speed, folder, args.quick, args.repeat),
+            "climb": partial(climb, folder, args.repeat),
             "memory": partial(memory, folder, args.quick),
         }
         table = [row for name, part in parts.items() if args.only in (None, name) for row in part()]

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from batcher.clock import Clock, SystemClock
+from batcher.simrules import SimulatedAPI
 from batcher.simulator import (
     RequestRecord,
     RunningSimulator,
@@ -653,3 +654,27 @@ def test_config_rejects_impossible_values(kwargs: dict[str, object]) -> None:
     """SimulatorConfig refuses values that have no meaning, at construction."""
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         SimulatorConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_sliding_window_counts_each_request_for_a_window_from_its_arrival() -> None:
+    """Sliding 3/s: a 4th request within a second of the first gets 429 with Retry-After
+    until the first leaves; once it has, one more goes (not a whole new budget)."""
+    clock = FakeClock(start=10.5)
+    api = SimulatedAPI(SimulatorConfig(shared_limit=3, window_kind="sliding"), now=clock.now)
+    body = b'{"status":"close"}'
+    statuses = []
+    for _ in range(3):
+        statuses.append(
+            api.respond("POST", "/v1/contact/id:1/conversation/status", "Bearer t", body).status
+        )
+        clock.advance(0.3)
+    over = api.respond("POST", "/v1/contact/id:1/conversation/status", "Bearer t", body)
+    assert statuses == [200, 200, 200]
+    assert over.status == 429
+    assert dict(over.headers)[b"retry-after"] == b"1"
+    clock.advance(0.1)  # 11.5: the first (10.5) has left; a fixed window would reset at 11.0
+    again = [
+        api.respond("POST", f"/v1/contact/id:{n}/conversation/status", "Bearer t", body).status
+        for n in (2, 3)
+    ]
+    assert again == [200, 429]
