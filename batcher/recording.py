@@ -16,7 +16,10 @@ already done, rather than one that the next night sends again.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 from batcher.errors import StorageError
 from batcher.journal import Journal
@@ -47,17 +50,23 @@ class Recorder:
 
         A journal that cannot be written (a full disk) stops the run: ``StorageError``.
         """
-        try:
+        with self._writing("the journal", self.journal.path):
             self.journal.record(result)
-        except (sqlite3.Error, OSError) as exc:
-            raise StorageError(
-                f"cannot write the journal {str(self.journal.path)!r}: {exc}; what was "
-                "recorded is kept: free some space, then run the same command to resume",
-                summary=self.summary,
-            ) from exc
         self.summary.count(result)
         if done:
             self._progress.advance(result.outcome)
+
+    @contextmanager
+    def _writing(self, what: str, path: Path) -> Iterator[None]:
+        """A write that a full disk turns into a resumable stop (``StorageError``)."""
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(
+                f"cannot write {what} {str(path)!r}: {exc}; what was recorded is kept: free "
+                "some space, then run the same command to resume",
+                summary=self.summary,
+            ) from exc
 
     def answered(self, http_status: int | None) -> None:
         """One request got this answer (None: no answer at all)."""
@@ -76,14 +85,8 @@ class Recorder:
         """A queued row's final outcome, with what it had been through."""
         tries = job.tries
         if outcome is Outcome.OK and self._state is not None:
-            try:
+            with self._writing("the state file", self._state.path):
                 self._state.remember(job.request, contact_id, datetime.now(UTC))
-            except (sqlite3.Error, OSError) as exc:
-                raise StorageError(
-                    f"cannot write the state file {str(self._state.path)!r}: {exc}; free "
-                    "some space, then run the same command to resume",
-                    summary=self.summary,
-                ) from exc
         self.record(
             Result(
                 job.request.record,
