@@ -577,3 +577,30 @@ class SimulatedAPI:
             self._log.write(json.dumps(asdict(record)) + "\n")
             # Flushed per line: a test in another process reads it while we run.
             self._log.flush()
+
+
+class ServesAPI:
+    """What a shell serving a ``SimulatedAPI`` shows of it (the server and the transport
+    alike): its requests, the conversations' states and counts per status."""
+
+    #: The rules and their state.
+    api: SimulatedAPI
+
+    @property
+    def config(self) -> SimulatorConfig:
+        """The behaviour the API was built with."""
+        return self.api.config
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """Every request received, in arrival order (see ``SimulatedAPI.requests``)."""
+        return self.api.requests
+
+    @property
+    def statuses(self) -> dict[str, str]:
+        """identifier -> "open" | "closed": the conversation state after each 200."""
+        return self.api.statuses
+
+    def count(self, status: int) -> int:
+        """How many requests were answered with ``status`` (0: dropped)."""
+        return self.api.count(status)

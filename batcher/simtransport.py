@@ -20,14 +20,14 @@ from typing import Final
 import httpx
 
 from batcher.clock import Clock, SystemClock
-from batcher.simrules import RequestRecord, SimulatedAPI, SimulatorConfig
+from batcher.simrules import ServesAPI, SimulatedAPI, SimulatorConfig
 
 __all__ = ["SimulatedTransport", "simulated_transport"]
 
 _DEFAULT_CONFIG: Final = SimulatorConfig()
 
 
-class SimulatedTransport(httpx.AsyncBaseTransport):
+class SimulatedTransport(ServesAPI, httpx.AsyncBaseTransport):
     """An httpx transport answering every request with a ``SimulatedAPI``'s rules.
 
     Use it from one event loop at a time: the rules decide without awaiting, so
@@ -40,20 +40,6 @@ class SimulatedTransport(httpx.AsyncBaseTransport):
         self._clock = clock
         # Opened here, not on the first request: a bad log path fails at construction.
         api.open_log()
-
-    @property
-    def requests(self) -> list[RequestRecord]:
-        """Every request received, in arrival order."""
-        return self.api.requests
-
-    @property
-    def statuses(self) -> dict[str, str]:
-        """identifier -> "open" | "closed": the conversation state after each 200."""
-        return self.api.statuses
-
-    def count(self, status: int) -> int:
-        """How many requests were answered with ``status`` (0: dropped)."""
-        return self.api.count(status)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Answer ``request`` by the rules, after the answer's latency on the clock."""

@@ -33,6 +33,7 @@ from batcher.simrules import (
     MAX_BODY,
     Answer,
     RequestRecord,
+    ServesAPI,
     SimulatedAPI,
     SimulatorConfig,
     contact_id,
@@ -56,7 +57,7 @@ _BAD_REQUEST: Final = Answer(
 )
 
 
-class Simulator:
+class Simulator(ServesAPI):
     """The simulated API served over HTTP/1.1: a ``SimulatedAPI`` behind an h11 server.
 
     The rules decide each request without awaiting, so concurrent connections
@@ -72,25 +73,6 @@ class Simulator:
         self._clock = clock or SystemClock()
         #: The rules and their state; the properties below read through to it.
         self.api = SimulatedAPI(config, now=self._clock.now)
-
-    @property
-    def config(self) -> SimulatorConfig:
-        """The behaviour this simulator was built with."""
-        return self.api.config
-
-    @property
-    def requests(self) -> list[RequestRecord]:
-        """Every request received, in arrival order (see ``SimulatedAPI.requests``)."""
-        return self.api.requests
-
-    @property
-    def statuses(self) -> dict[str, str]:
-        """identifier -> "open" | "closed": the conversation state after each 200."""
-        return self.api.statuses
-
-    def count(self, status: int) -> int:
-        """How many requests were answered with ``status`` (0: dropped)."""
-        return self.api.count(status)
 
     async def serve(
         self,
