@@ -217,18 +217,9 @@ class Feeder:
 
     async def _feed_one(self, verdict: Verdict) -> bool:
         record, request = verdict.record, verdict.request
-        if verdict.kind is Kind.INVALID:
-            self.recorder.record(
-                Result(record, Outcome.INVALID, error=verdict.why, reason=Reason.INVALID)
-            )
-        elif verdict.kind is Kind.DUPLICATE:
-            self.recorder.record(
-                Result(record, Outcome.SKIPPED, error=verdict.why, reason=Reason.DUPLICATE)
-            )
-        elif verdict.kind is Kind.ALREADY_DONE:
-            self.recorder.record(
-                Result(record, Outcome.SKIPPED, error=verdict.why, reason=Reason.ALREADY_DONE)
-            )
+        if verdict.kind in _NOT_SENT:
+            outcome, reason = _NOT_SENT[verdict.kind]
+            self.recorder.record(Result(record, outcome, error=verdict.why, reason=reason))
         elif verdict.kind is Kind.SEND and request is not None:
             if not self.dry_run:
                 return await self.queue.put(Job(request))
@@ -239,6 +230,14 @@ class Feeder:
                 Result(record, Outcome.SKIPPED, error=TEXTS[Reason.DRY_RUN], reason=Reason.DRY_RUN)
             )
         return True
+
+
+#: What a record that is not sent ends as, by its verdict (its error is the verdict's why).
+_NOT_SENT = {
+    Kind.INVALID: (Outcome.INVALID, Reason.INVALID),
+    Kind.DUPLICATE: (Outcome.SKIPPED, Reason.DUPLICATE),
+    Kind.ALREADY_DONE: (Outcome.SKIPPED, Reason.ALREADY_DONE),
+}
 
 
 def contains(rows: array[int], row: int) -> bool:
