@@ -63,24 +63,11 @@ class Workers:
         """One worker: send rows until the queue has none left or the run stops."""
         pacer, clock, health = self._pacer, self._clock, self._health
         while (job := await self._queue.get()) is not None:
-            acquired = probe = False
+            acquired, probe = False, False
             with anyio.CancelScope() as waiting:
                 self._waiting.add(waiting)
                 try:
-                    while not acquired:
-                        admitted = await health.admit()
-                        if admitted is False:
-                            message = health.outage_stop_message()
-                            self._stopper.stop(Reason.NOT_SENT_OUTAGE, message)
-                            break
-                        probe = bool(admitted)
-                        await pacer.acquire(job.contact)
-                        acquired = True
-                        if health.api_down and not probe:
-                            # The API went down while this worker waited for its turn: only
-                            # the probe may go now.
-                            pacer.release()
-                            acquired = False
+                    acquired, probe = await self._take_turn(job)
                 finally:
                     self._waiting.discard(waiting)
             if self._stopper.reason is not None:  # stopped while this worker waited its turn
@@ -119,6 +106,24 @@ class Workers:
                     f"pace now {pacer.rate:.1f}/s"
                 )
             self._apply(Job(job.request, tries), decision)
+
+    async def _take_turn(self, job: Job) -> tuple[bool, bool]:
+        """Wait until the run's health and pace let ``job`` go: (got a turn, as the probe).
+
+        No turn when the run must stop because the API stayed away too long.
+        """
+        health = self._health
+        while True:
+            admitted = await health.admit()
+            if admitted is False:
+                self._stopper.stop(Reason.NOT_SENT_OUTAGE, health.outage_stop_message())
+                return False, False
+            probe = bool(admitted)
+            await self._pacer.acquire(job.contact)
+            if probe or not health.api_down:
+                return True, probe
+            # The API went down while this worker waited for its turn: only the probe may go.
+            self._pacer.release()
 
     def _apply(self, job: Job, decision: Decision) -> None:
         if isinstance(decision, Finish | StopRun):
