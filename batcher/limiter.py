@@ -197,11 +197,6 @@ class Pacer:
         return max(slot, self._paused_until)
 
     @property
-    def outstanding(self) -> int:
-        """Requests let go and not yet answered."""
-        return self._in_flight.borrowed_tokens
-
-    @property
     def in_flight_cap(self) -> float:
         """Most requests in flight at once (see ``_cap_in_flight``)."""
         return self._in_flight.total_tokens
