@@ -45,9 +45,9 @@ from batcher.errors import StorageError, UsageError
 from batcher.feed import AlreadyDone, Classifier, Feeder, Source, contains, input_source, plan
 from batcher.health import Health, HealthLimits
 from batcher.journal import Journal, journal_path
-from batcher.limiter import Pacer, PacingConfig
 from batcher.lock import RunLock, lock_path
 from batcher.models import TEXTS, Outcome, Plan, Reason, Result, RunSummary, Secret
+from batcher.pacer import Pacer, PacingConfig
 from batcher.paths import check_outputs
 from batcher.policy import Policy, is_final, worth_retrying
 from batcher.progress import NullProgress, Progress, Status

@@ -18,6 +18,8 @@ for.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import math
 import selectors
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -86,6 +88,22 @@ class _VirtualLoop(asyncio.SelectorEventLoop):
 
     def time(self) -> float:
         return self._fake_clock.now()
+
+    def call_at(
+        self,
+        when: float,
+        callback: Callable[[*Ts], object],
+        *args: *Ts,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        # On a real loop time has moved on by the time a timer set for now runs: a callback
+        # that reschedules itself for "now" until a computed amount has drained (aiolimiter's
+        # bucket, a rounding error short) then sees time pass and stops. Here it would
+        # reschedule for the same instant forever, so such a timer is set one step later.
+        now = self.time()
+        if when <= now:
+            when = math.nextafter(now, math.inf)
+        return super().call_at(when, callback, *args, context=context)
 
     def run_in_executor(
         self, executor: Executor | None, func: Callable[[*Ts], T], *args: *Ts

@@ -14,8 +14,8 @@ from batcher.attemptlog import Attempt, AttemptLog
 from batcher.client import AelystClient
 from batcher.clock import Clock
 from batcher.health import Health
-from batcher.limiter import Pacer
 from batcher.models import Reason
+from batcher.pacer import Pacer
 from batcher.policy import Decision, Finish, Policy, Requeue, StopRun
 from batcher.progress import Progress
 from batcher.recording import Recorder
@@ -58,72 +58,79 @@ class Workers:
         """End every wait for a turn (the run has stopped; nothing more is sent)."""
         for scope in self._waiting:
             scope.cancel()
+        self._pacer.stop_waiting()
 
     async def work(self, client: AelystClient) -> None:
         """One worker: send rows until the queue has none left or the run stops."""
-        pacer, clock, health = self._pacer, self._clock, self._health
         while (job := await self._queue.get()) is not None:
-            acquired, probe = False, False
-            with anyio.CancelScope() as waiting:
-                self._waiting.add(waiting)
-                try:
-                    acquired, probe = await self._take_turn(job)
-                finally:
-                    self._waiting.discard(waiting)
-            if self._stopper.reason is not None:  # stopped while this worker waited its turn
-                if acquired:
-                    pacer.release()
-                self._recorder.not_sent(job, self._stopper.reason)
-                continue
-            row = job.request.row
-            self.on_wire[row] = job
-            sent_at = clock.now()
-            answer = await client.send(job.request)
-            latency = clock.now() - sent_at
-            del self.on_wire[row]
-            self._recorder.answered(answer.http_status)
-            was_down = health.api_down
-            health.answered(job.contact, answer, probe=probe)
-            self._note_health(was_down)
-            tries, decision = self._policy.decide(answer, job.tries, api_down=health.api_down)
-            self._attempt_log.attempt(
-                Attempt(
-                    row=row,
-                    identifier=job.contact,
-                    attempt=tries.attempts,
-                    http_status=answer.http_status,
-                    latency=latency,
-                    pace=pacer.rate,
-                    error=answer.error,
-                    probe=probe,
+            await self._send(client, job)
+
+    async def _send(self, client: AelystClient, job: Job) -> None:
+        """Wait for the run's health and pace to let ``job`` go, send it, act on the answer."""
+        pacer, health = self._pacer, self._health
+        while True:
+            probe = await self._admitted()
+            if probe is None:
+                self._not_sent(job)
+                return
+            async with pacer.turn(job.contact) as turn:
+                if not turn.granted or self._stopper.reason is not None:
+                    self._not_sent(job)  # the run stopped while this worker waited its turn
+                    return
+                if health.api_down and not probe:
+                    continue  # the API went down meanwhile: only the probe may go
+                row = job.request.row
+                self.on_wire[row] = job
+                sent_at = self._clock.now()
+                answer = await client.send(job.request)
+                latency = self._clock.now() - sent_at
+                del self.on_wire[row]
+                paused = pacer.paused_for
+                self._recorder.answered(answer.http_status)
+                was_down = health.api_down
+                health.answered(job.contact, answer, probe=probe)
+                self._note_health(was_down)
+                tries, decision = self._policy.decide(answer, job.tries, api_down=health.api_down)
+                self._attempt_log.attempt(
+                    Attempt(
+                        row=row,
+                        identifier=job.contact,
+                        attempt=tries.attempts,
+                        http_status=answer.http_status,
+                        latency=latency,
+                        pace=pacer.rate,
+                        error=answer.error,
+                        probe=probe,
+                    )
                 )
-            )
-            paused = pacer.paused_for
-            pacer.observe(job.contact, answer)
+                turn.answered(answer)
             if pacer.paused_for > paused + 0.001:
                 self._progress.note(
                     f"429 Too Many Requests: every worker waits {pacer.paused_for:.1f} s; "
                     f"pace now {pacer.rate:.1f}/s"
                 )
             self._apply(Job(job.request, tries), decision)
+            return
 
-    async def _take_turn(self, job: Job) -> tuple[bool, bool]:
-        """Wait until the run's health and pace let ``job`` go: (got a turn, as the probe).
+    async def _admitted(self) -> bool | None:
+        """Wait until the run's health lets a request go: whether it goes as the probe, or
+        None when the run stopped (or must stop: the API stayed away too long)."""
+        admitted: bool | None = None
+        with anyio.CancelScope() as waiting:
+            self._waiting.add(waiting)
+            try:
+                admitted = await self._health.admit()
+            finally:
+                self._waiting.discard(waiting)
+        if self._stopper.reason is not None:
+            return None
+        if admitted is False:
+            self._stopper.stop(Reason.NOT_SENT_OUTAGE, self._health.outage_stop_message())
+            return None
+        return bool(admitted)
 
-        No turn when the run must stop because the API stayed away too long.
-        """
-        health = self._health
-        while True:
-            admitted = await health.admit()
-            if admitted is False:
-                self._stopper.stop(Reason.NOT_SENT_OUTAGE, health.outage_stop_message())
-                return False, False
-            probe = bool(admitted)
-            await self._pacer.acquire(job.contact)
-            if probe or not health.api_down:
-                return True, probe
-            # The API went down while this worker waited for its turn: only the probe may go.
-            self._pacer.release()
+    def _not_sent(self, job: Job) -> None:
+        self._recorder.not_sent(job, self._stopper.reason or Reason.NOT_SENT_ERROR)
 
     def _apply(self, job: Job, decision: Decision) -> None:
         if isinstance(decision, Finish | StopRun):

@@ -267,7 +267,7 @@ def test_429s_pause_every_worker_for_retry_after_and_every_row_ends_ok(tmp_path:
     inner = simulated_transport(SimulatorConfig(shared_limit=10, latency=0.2), clock=clock)
     tap = Tap(inner, clock)
     source = make_input(tmp_path, 80)
-    settings = Settings(start_rate=40.0, concurrency=8)
+    settings = Settings(start_rate=100.0, concurrency=16)
     summary = run_batch(source, settings=settings, token=TOKEN, clock=clock, transport=tap)
 
     got = read_results(results_path(source))

@@ -11,8 +11,8 @@ from typing import Any
 
 import anyio
 import pytest
-
 from batcher.limiter import Pacer, PacingConfig
+
 from batcher.models import Answer, AnswerKind
 from batcher.virtualtime import FakeClock
 

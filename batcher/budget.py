@@ -1,0 +1,341 @@
+"""The budget learner: when the next request may go, by what answers said of the rate limit.
+
+Pure: departures and answers go in (each with the time it happened), the earliest time the
+next request may leave comes out, and the pace the spacing should keep. No clock, no I/O,
+no waiting: ``pacer.Pacer`` does the waiting.
+
+What it learns:
+
+* ``X-RateLimit-Limit`` (L) / ``X-RateLimit-Remaining`` give the budget of the current
+  window (``window`` seconds; the API does not announce when its window ends). A contact
+  not seen for a window whose answer says ``Remaining == L - 1`` had a fresh budget: two
+  such in a row mean the budget is per path; one that had been drawn on means it is shared.
+* A shared budget is spent, not paced at a share of it: a request may go whenever fewer
+  than L requests (ours, plus those of others the server counted) left in the last
+  ``window + margin`` seconds. So a run spends a window's whole budget at once and then
+  waits until its first request of that window has aged out. Counting our own departures
+  over a sliding window is safe for both kinds of window: a fixed window is shorter than
+  ``window + margin``, so it never holds more than L of them either.
+  Others' use is ``(L - Remaining) - ours`` for each answer (ours: our requests that left
+  in the window before it); the smallest recent estimate counts, since a request that left
+  later and arrived first can only make one estimate too high.
+* A per-path budget holds each contact to L requests per ``window + margin``; the run as a
+  whole goes as fast as the ceiling (or, without one, the climb) allows.
+* Without usable headers (missing, zero, negative, not a number) the pace climbs: it
+  doubles per round trip (an answer to a request sent at the current pace) while answers
+  come back clean, latency does not grow and the pace is what holds requests back; after
+  the first 429, 10 % a window.
+* 429: one pause for every request until ``Retry-After`` has passed (the server is the
+  authority); a climbing pace halves, and a shared budget's margin doubles.
+
+The ceiling (``--rate`` R) is a hard bound on departures: never more than R in any
+``1 s + ceiling_margin``, whatever the headers say, from the first second on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from enum import StrEnum
+
+from batcher.models import Answer, AnswerKind
+
+#: Latency over this multiple of the fastest answer seen (plus ``_LATENCY_SLACK``) counts as
+#: growing: the API (or this process) is saturated, and the climb holds.
+_LATENCY_GROWTH = 2.0
+_LATENCY_SLACK = 0.005
+#: The token bucket of a climbing or capped pace: two tokens keep a late wake-up's lateness
+#: (the next request goes at once) without letting a burst through.
+_SMALL_BUCKET = 2.0
+
+
+class BudgetKind(StrEnum):
+    """What the answers' rate headers say about the API's budget."""
+
+    #: No answer with usable rate headers yet.
+    UNKNOWN = "unknown"
+    #: Answers carry no usable rate headers: the pace climbs until a 429 or the ceiling.
+    NONE = "none"
+    #: One budget for every request of the run.
+    SHARED = "shared"
+    #: Each contact's path has a budget of its own.
+    PER_PATH = "per-path"
+
+
+@dataclass(frozen=True, slots=True)
+class PacingConfig:
+    """How the pace starts and what bounds it.
+
+    Attributes:
+        start_rate: Requests per second before any answer is seen.
+        ceiling: Requests per second never exceeded (``--rate``), or None for none.
+        window: Seconds the X-RateLimit budget is counted over.
+        margin: Seconds a budget's window is stretched by, for the time between a
+            request leaving here and arriving there (doubled by each 429, up to a tenth
+            of the window).
+        ceiling_margin: The same for the ceiling's one-second window.
+        max_rate: Where a climb without any ceiling stops (the concurrency bounds it sooner).
+        max_pause: Longest pause a 429's Retry-After imposes (a longer one stops the run:
+            ``policy.Policy.max_retry_after``).
+        min_rate: Requests per second 429s never push a climbing pace below (unless the
+            ceiling is lower).
+    """
+
+    start_rate: float = 5.0
+    ceiling: float | None = None
+    window: float = 1.0
+    margin: float = 0.01
+    ceiling_margin: float = 0.005
+    max_rate: float = 10_000.0
+    max_pause: float = 600.0
+    min_rate: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """One request let go: what the learner needs to read its answer."""
+
+    contact: str
+    sent_at: float
+
+
+class Budget:
+    """The learner; see the module docstring. Every method takes the time as ``now``."""
+
+    def __init__(self, config: PacingConfig, now: float) -> None:
+        self._config = config
+        #: What the rate headers say the budget is.
+        self.kind = BudgetKind.UNKNOWN
+        #: The last sensible X-RateLimit-Limit seen, or None.
+        self.limit: float | None = None
+        #: 429 answers seen.
+        self.throttled = 0
+        #: Until when every request waits after a 429.
+        self.paused_until = -math.inf
+        #: Seconds a budget's window is stretched by (see PacingConfig.margin).
+        self.margin = config.margin
+        self._rate = self._bounded(config.start_rate)  # the climbing pace
+        self._sent: deque[float] = deque()  # departures, oldest first
+        self._ceiling_sent: deque[float] = deque()  # departures, for the ceiling only
+        self._by_contact: dict[str, deque[float]] = {}  # per-path budgets
+        self._others: deque[tuple[float, float]] = deque()  # (sent_at, others' use) per answer
+        self._seen: dict[str, float] = {}  # contact -> time of its last answer (pruned)
+        self._fresh_in_a_row = 0
+        self._slow_start = True
+        self._changed_at = now  # the climbing pace last changed
+        self._held = False  # the spacing held a request back since then
+        self._fastest = math.inf  # quickest answer seen (seconds)
+        self._window_start = now
+
+    # -- what the pacer asks ------------------------------------------------------------------
+
+    @property
+    def rate(self) -> float:
+        """Requests per second the spacing keeps."""
+        return self.spacing()[0]
+
+    def spacing(self) -> tuple[float, float]:
+        """(requests per second, bucket size) for the even spacing between departures.
+
+        A shared budget's bucket is the budget itself (a window's worth may go at once; the
+        departures' own count keeps it to the budget); a climbing or capped pace has a
+        small bucket.
+        """
+        ceiling = self._config.ceiling
+        if self.kind is BudgetKind.SHARED and self.limit is not None:
+            rate = self.limit / self._config.window
+            if ceiling is None or rate <= ceiling:
+                return rate, max(1.0, math.floor(self.limit))
+            return ceiling, min(_SMALL_BUCKET, max(1.0, math.floor(ceiling)))
+        if self.kind is BudgetKind.PER_PATH and ceiling is not None:
+            return ceiling, min(_SMALL_BUCKET, max(1.0, math.floor(ceiling)))
+        return self._rate, min(_SMALL_BUCKET, max(1.0, math.floor(self._rate)))
+
+    def earliest(self, contact: str, now: float) -> float:
+        """The earliest time a request to ``contact`` may leave (``now`` if it may now)."""
+        at = max(now, self.paused_until, self._contact_earliest(contact))
+        ceiling = self._config.ceiling
+        if ceiling is not None:
+            count, span = _ceiling_count(ceiling)
+            if len(self._ceiling_sent) >= count:
+                at = max(at, self._ceiling_sent[-count] + span + self._config.ceiling_margin)
+        if self.kind is BudgetKind.SHARED and self.limit is not None:
+            at = max(at, self._shared_earliest(now))
+        return at
+
+    def contact_earliest(self, contact: str, now: float) -> float:
+        """When ``contact``'s own budget lets a request go (``now`` if it does now)."""
+        return max(now, self._contact_earliest(contact))
+
+    def held_back(self) -> None:
+        """The spacing held a request back: the pace is what limits the run just now."""
+        self._held = True
+
+    # -- what happened ------------------------------------------------------------------------
+
+    def send(self, contact: str, now: float) -> Ticket:
+        """A request to ``contact`` leaves now."""
+        self._sent.append(now)
+        if self._config.ceiling is not None:
+            self._ceiling_sent.append(now)
+            count, _ = _ceiling_count(self._config.ceiling)
+            while len(self._ceiling_sent) > count:
+                self._ceiling_sent.popleft()
+        if self.kind is BudgetKind.PER_PATH:
+            self._by_contact.setdefault(contact, deque()).append(now)
+        self._prune_sent(now)
+        return Ticket(contact, now)
+
+    def unsent(self, ticket: Ticket) -> None:
+        """A turn given back without sending: it counts against no budget."""
+        for log in (self._sent, self._ceiling_sent, self._by_contact.get(ticket.contact)):
+            if log is not None and ticket.sent_at in log:
+                log.remove(ticket.sent_at)
+
+    def answered(self, ticket: Ticket, answer: Answer, now: float) -> None:
+        """Learn from the answer to ``ticket``'s request."""
+        self._tick(now)
+        if answer.kind is AnswerKind.RATE_LIMITED:
+            self._throttle(now, answer.retry_after)
+            return
+        if answer.http_status is None:
+            # No answer is no evidence that a faster pace would be taken: a climb needs a
+            # clean round trip from here on.
+            self._changed_at = now
+            return
+        limit, remaining = answer.limit, answer.remaining
+        if limit is None or limit < 1 or remaining is None or remaining < 0 or remaining > limit:
+            # No sensible budget: keep what was learned, or climb when nothing was.
+            if self.kind is BudgetKind.UNKNOWN:
+                self.kind = BudgetKind.NONE
+            if self.kind is BudgetKind.NONE:
+                self._climb(ticket, now)
+            return
+        self.limit = limit
+        self._learn_kind(ticket.contact, limit, remaining, now)
+        if self.kind is BudgetKind.SHARED:
+            ours = self._ours_before(ticket.sent_at)
+            self._others.append((ticket.sent_at, max(0.0, (limit - remaining) - ours)))
+        elif self._config.ceiling is None:
+            self._climb(ticket, now)
+        self._seen[ticket.contact] = now
+
+    # -- how -------------------------------------------------------------------------------------
+
+    def _contact_earliest(self, contact: str) -> float:
+        if self.kind is not BudgetKind.PER_PATH or self.limit is None:
+            return -math.inf
+        log = self._by_contact.get(contact)
+        count = max(1, math.floor(self.limit))
+        if log is None or len(log) < count:
+            return -math.inf
+        return log[-count] + self._config.window + self.margin
+
+    def _shared_earliest(self, now: float) -> float:
+        """When fewer than L requests (ours and others') will be in the budget's window."""
+        assert self.limit is not None  # noqa: S101 - the caller checked
+        span = self._config.window + self.margin
+        others = self._others
+        while others and others[0][0] + span <= now:
+            others.popleft()
+        used_by_others = min((use for sent_at, use in others if sent_at + span > now), default=0.0)
+        free = math.floor(self.limit - used_by_others)
+        if free < 1:
+            # Until the estimate that leaves no room ages out.
+            return min(sent_at for sent_at, _ in others) + span
+        if len(self._sent) < free:
+            return now
+        return self._sent[-free] + span
+
+    def _ours_before(self, sent_at: float) -> int:
+        """Our departures the server surely counted when it answered one that left at
+        ``sent_at``: those within ``window - margin`` before it, itself included."""
+        start = sent_at - self._config.window + self.margin
+        count = 0
+        for t in reversed(self._sent):
+            if t > sent_at:
+                continue
+            if t <= start:
+                break
+            count += 1
+        return count
+
+    def _learn_kind(self, contact: str, limit: float, remaining: float, now: float) -> None:
+        last = self._seen.get(contact)
+        if last is None or now - last >= self._config.window:
+            fresh = remaining >= limit - 1 and limit >= 2
+            self._fresh_in_a_row = self._fresh_in_a_row + 1 if fresh else 0
+            if self._fresh_in_a_row >= 2:
+                if self.kind is not BudgetKind.PER_PATH:
+                    self.kind = BudgetKind.PER_PATH
+                    self._by_contact.clear()
+                return
+            if not fresh:
+                self.kind = BudgetKind.SHARED
+        if self.kind in (BudgetKind.UNKNOWN, BudgetKind.NONE):
+            # One fresh answer proves nothing yet: spend it as a shared budget until two
+            # in a row show it is per path (spending it so is safe either way).
+            self.kind = BudgetKind.SHARED
+
+    def _climb(self, ticket: Ticket, now: float) -> None:
+        latency = now - ticket.sent_at
+        self._fastest = min(self._fastest, latency)
+        if ticket.sent_at < self._changed_at or not self._held:
+            return  # sent before the pace changed, or the pace is not what holds requests
+        if latency > _LATENCY_GROWTH * self._fastest + _LATENCY_SLACK:
+            return  # latency grows: more would only queue
+        if self._slow_start:
+            self._set_rate(self._rate * 2.0, now)
+        elif now - self._changed_at >= self._config.window:
+            self._set_rate(self._rate * 1.1, now)
+
+    def _throttle(self, now: float, retry_after: float | None) -> None:
+        self.throttled += 1
+        wait = self._config.window
+        if retry_after is not None and retry_after > 0:
+            wait = min(retry_after, self._config.max_pause)
+        if now + wait <= self.paused_until:
+            return  # one pause, and one drop, however many requests were refused for it
+        self.paused_until = now + wait
+        self._slow_start = False
+        if self.kind is BudgetKind.SHARED:
+            self.margin = min(2 * self.margin, self._config.window / 10)
+        else:
+            self._set_rate(max(self._rate * 0.5, self._config.min_rate), now)
+
+    def _set_rate(self, rate: float, now: float) -> None:
+        self._rate = self._bounded(rate)
+        self._changed_at = now
+        self._held = False
+
+    def _bounded(self, rate: float) -> float:
+        rate = min(rate, self._config.max_rate)
+        if self._config.ceiling is not None:
+            rate = min(rate, self._config.ceiling)
+        return max(rate, 0.01)
+
+    def _prune_sent(self, now: float) -> None:
+        keep = max(2.0 * (self._config.window + self.margin), 2.0)
+        sent = self._sent
+        horizon = now - keep
+        while sent and sent[0] < horizon:
+            sent.popleft()
+
+    def _tick(self, now: float) -> None:
+        """Once a window: forget contacts and per-path logs that no longer count."""
+        window = self._config.window
+        if now - self._window_start < window:
+            return
+        self._window_start = now
+        self._seen = {c: t for c, t in self._seen.items() if t >= now - window}
+        span = window + self.margin
+        self._by_contact = {c: log for c, log in self._by_contact.items() if log[-1] + span > now}
+
+
+def _ceiling_count(ceiling: float) -> tuple[int, float]:
+    """(requests, seconds): at most that many may leave in any such span. R per second, or
+    one per 1/R seconds under 1/s."""
+    if ceiling >= 1:
+        return math.floor(ceiling), 1.0
+    return 1, 1.0 / ceiling

@@ -1,0 +1,51 @@
+"""Even spacing between departures: ``aiolimiter.AsyncLimiter``, rebuilt when the pace changes.
+
+The bucket is what ``budget.Budget.spacing`` says: a shared budget's whole window (L tokens
+over the window: a window's worth may go at once, then L per window), or two tokens at a
+climbing or capped pace. Two, not one: ``AsyncLimiter(1, 1/R)`` loses each wake-up's
+lateness (the event loop wakes sleepers about a millisecond late, several per cent at
+50/s), while a second token lets the next request go at once and so keeps the pace; the
+budget's own count of departures keeps any ceiling hard.
+
+``AsyncLimiter`` keeps time on the running event loop, which is the run's clock
+(``clock.Clock.run``), so it runs in virtual time under ``FakeClock`` like every other wait.
+"""
+
+from __future__ import annotations
+
+import anyio
+from aiolimiter import AsyncLimiter
+
+#: Longest a held-back request waits on one bucket before it looks for a newer one: a pace
+#: that climbed meanwhile must count at once for requests already waiting.
+_RECHECK = 0.05
+#: Tokens of slack in the bucket: a waiter due at the very instant its token drips in could
+#: otherwise find it a rounding error short, and reschedule itself for that same instant
+#: forever on a clock that only moves when every task waits (``FakeClock``).
+_SLACK = 1e-6
+
+
+class Spacing:
+    """A token bucket of ``burst`` tokens refilled at ``rate`` per second."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self._shape = (rate, burst)
+        self._bucket = AsyncLimiter(burst + _SLACK, burst / rate)
+
+    def adjust(self, rate: float, burst: float) -> None:
+        """Keep ``rate`` from now on (requests waiting move to the new bucket)."""
+        if (rate, burst) != self._shape:
+            self._shape = (rate, burst)
+            self._bucket = AsyncLimiter(burst + _SLACK, burst / rate)
+
+    async def wait(self) -> bool:
+        """Take one token, waiting for it if need be; whether it had to wait."""
+        bucket = self._bucket
+        if bucket.has_capacity():
+            await bucket.acquire()
+            return False
+        while True:
+            with anyio.move_on_after(_RECHECK):
+                await bucket.acquire()
+                return True
+            bucket = self._bucket
