@@ -122,6 +122,7 @@ class Budget:
         self._others: deque[tuple[float, float]] = deque()  # (sent_at, others' use) per answer
         self._seen: dict[str, float] = {}  # contact -> time of its last answer (pruned)
         self._fresh_in_a_row = 0
+        self._provisional = False  # SHARED on one fresh answer only: not yet confirmed
         self._slow_start = True
         self._changed_at = now  # the climbing pace last changed
         self._held = False  # the spacing held a request back since then
@@ -182,8 +183,12 @@ class Budget:
             count, _ = _ceiling_count(self._config.ceiling)
             while len(self._ceiling_sent) > count:
                 self._ceiling_sent.popleft()
-        if self.kind is BudgetKind.PER_PATH:
-            self._by_contact.setdefault(contact, deque()).append(now)
+        # Every contact's, whatever the budget is thought to be now: it may turn out to be
+        # per path, and the departures before that count against each contact's budget.
+        log = self._by_contact.setdefault(contact, deque())
+        log.append(now)
+        while log[0] + 2.0 * (self._config.window + self.margin) < now:
+            log.popleft()
         self._prune_sent(now)
         return Ticket(contact, now)
 
@@ -224,13 +229,22 @@ class Budget:
     # -- how -------------------------------------------------------------------------------------
 
     def _contact_earliest(self, contact: str) -> float:
-        if self.kind is not BudgetKind.PER_PATH or self.limit is None:
+        if self.limit is None or not self._per_contact():
             return -math.inf
         log = self._by_contact.get(contact)
-        count = max(1, math.floor(self.limit))
+        # Until the budget is known to be shared, one request per contact per window: a
+        # contact's rows go back to back, and a budget spent on one contact would say
+        # nothing of whether the others have budgets of their own.
+        count = max(1, math.floor(self.limit)) if self.kind is BudgetKind.PER_PATH else 1
         if log is None or len(log) < count:
             return -math.inf
         return log[-count] + self._config.window + self.margin
+
+    def _per_contact(self) -> bool:
+        """Whether each contact's departures are counted on their own."""
+        return self.kind is BudgetKind.PER_PATH or (
+            self.kind is BudgetKind.SHARED and self._provisional
+        )
 
     def _shared_earliest(self, now: float) -> float:
         """When fewer than L requests (ours and others') will be in the budget's window."""
@@ -267,16 +281,14 @@ class Budget:
             fresh = remaining >= limit - 1 and limit >= 2
             self._fresh_in_a_row = self._fresh_in_a_row + 1 if fresh else 0
             if self._fresh_in_a_row >= 2:
-                if self.kind is not BudgetKind.PER_PATH:
-                    self.kind = BudgetKind.PER_PATH
-                    self._by_contact.clear()
+                self.kind, self._provisional = BudgetKind.PER_PATH, False
                 return
             if not fresh:
-                self.kind = BudgetKind.SHARED
+                self.kind, self._provisional = BudgetKind.SHARED, False
         if self.kind in (BudgetKind.UNKNOWN, BudgetKind.NONE):
             # One fresh answer proves nothing yet: spend it as a shared budget until two
             # in a row show it is per path (spending it so is safe either way).
-            self.kind = BudgetKind.SHARED
+            self.kind, self._provisional = BudgetKind.SHARED, True
 
     def _climb(self, ticket: Ticket, now: float) -> None:
         latency = now - ticket.sent_at

@@ -9,10 +9,11 @@ A turn is one request's permission to leave::
 
 Leaving the block gives the turn back whatever happened (an unanswered turn counts
 against no budget). A turn waits, in this order, for: the contact's own budget
-(``budget``; only per-path budgets have one), a token of the in-flight cap
-(``inflight``), a token of the even spacing (``spacing``, on ``aiolimiter``), and the
-run's budget and ceiling (``budget``). The three modules each own one algorithm; this one
-only puts them in order and tells them what happened.
+(``budget``), a token of the in-flight cap (``inflight``), the run's budget and ceiling
+(``budget``), a token of the even spacing (``spacing``, on ``aiolimiter``), and the run's
+budget and ceiling again (what was learned while it waited for the token counts). The
+three modules each own one algorithm; this one only puts them in order and tells them
+what happened.
 """
 
 from __future__ import annotations
@@ -138,10 +139,12 @@ class Pacer:
         try:
             self._pacing += 1
             try:
+                # The budget before the spacing too, so that no spacing token is held
+                # through a pause or a spent window: those would all go at once when it ends.
+                await self._until(lambda: budget.earliest(contact, clock.now()))
                 if await self._spacing.wait():
                     budget.held_back()
-                while budget.earliest(contact, clock.now()) > clock.now() + _ON_TIME:
-                    await self._until(lambda: budget.earliest(contact, clock.now()))
+                await self._until(lambda: budget.earliest(contact, clock.now()))
             finally:
                 self._pacing -= 1
         except BaseException:
