@@ -209,6 +209,8 @@ class Budget:
             # clean round trip from here on.
             self._changed_at = now
             return
+        self._fastest = min(self._fastest, now - ticket.sent_at)
+        self._count_as_arrived(ticket, now)
         limit, remaining = answer.limit, answer.remaining
         if limit is None or limit < 1 or remaining is None or remaining < 0 or remaining > limit:
             # No sensible budget: keep what was learned, or climb when nothing was.
@@ -290,9 +292,26 @@ class Budget:
             # in a row show it is per path (spending it so is safe either way).
             self.kind, self._provisional = BudgetKind.SHARED, True
 
+    def _count_as_arrived(self, ticket: Ticket, now: float) -> None:
+        """Count a request from when it may have arrived: a departure's time is when it was
+        let go, and a request slower than the fastest answer may have spent the difference
+        on its way there (the first, on a new connection, took 13 ms more: counted from its
+        departure, the ceiling let 52 through in the second after it arrived)."""
+        late = (now - ticket.sent_at) - self._fastest
+        if late <= 0:
+            return
+        arrived = ticket.sent_at + late
+        for log in (self._sent, self._ceiling_sent, self._by_contact.get(ticket.contact)):
+            if log is not None and ticket.sent_at in log:
+                log.remove(ticket.sent_at)
+                log.append(arrived)
+                if len(log) > 1 and log[-2] > arrived:
+                    ordered = sorted(log)
+                    log.clear()
+                    log.extend(ordered)
+
     def _climb(self, ticket: Ticket, now: float) -> None:
         latency = now - ticket.sent_at
-        self._fastest = min(self._fastest, latency)
         if ticket.sent_at < self._changed_at or not self._held:
             return  # sent before the pace changed, or the pace is not what holds requests
         if latency > _LATENCY_GROWTH * self._fastest + _LATENCY_SLACK:
