@@ -85,7 +85,7 @@ class PacingConfig:
     start_rate: float = 5.0
     ceiling: float | None = None
     window: float = 1.0
-    margin: float = 0.01
+    margin: float = 0.005
     ceiling_margin: float = 0.005
     max_rate: float = 10_000.0
     max_pause: float = 600.0
