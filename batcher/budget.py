@@ -116,7 +116,8 @@ class Budget:
         #: Seconds a budget's window is stretched by (see PacingConfig.margin).
         self.margin = config.margin
         self._rate = self._bounded(config.start_rate)  # the climbing pace
-        self._sent: deque[float] = deque()  # departures, oldest first
+        self._sent: deque[float] = deque()  # departures (slow ones as arrivals), oldest first
+        self._departed: deque[float] = deque()  # departures as they were, oldest first
         self._ceiling_sent: deque[float] = deque()  # departures, for the ceiling only
         self._by_contact: dict[str, deque[float]] = {}  # per-path budgets
         self._others: deque[tuple[float, float]] = deque()  # (sent_at, others' use) per answer
@@ -178,6 +179,7 @@ class Budget:
     def send(self, contact: str, now: float) -> Ticket:
         """A request to ``contact`` leaves now."""
         self._sent.append(now)
+        self._departed.append(now)
         if self._config.ceiling is not None:
             self._ceiling_sent.append(now)
             count, _ = _ceiling_count(self._config.ceiling)
@@ -194,7 +196,8 @@ class Budget:
 
     def unsent(self, ticket: Ticket) -> None:
         """A turn given back without sending: it counts against no budget."""
-        for log in (self._sent, self._ceiling_sent, self._by_contact.get(ticket.contact)):
+        contact = self._by_contact.get(ticket.contact)
+        for log in (self._sent, self._departed, self._ceiling_sent, contact):
             if log is not None and ticket.sent_at in log:
                 log.remove(ticket.sent_at)
 
@@ -269,7 +272,7 @@ class Budget:
         ``sent_at``: those within ``window - margin`` before it, itself included."""
         start = sent_at - self._config.window + self.margin
         count = 0
-        for t in reversed(self._sent):
+        for t in reversed(self._departed):
             if t > sent_at:
                 continue
             if t <= start:
@@ -348,10 +351,10 @@ class Budget:
 
     def _prune_sent(self, now: float) -> None:
         keep = max(2.0 * (self._config.window + self.margin), 2.0)
-        sent = self._sent
         horizon = now - keep
-        while sent and sent[0] < horizon:
-            sent.popleft()
+        for log in (self._sent, self._departed):
+            while log and log[0] < horizon:
+                log.popleft()
 
     def _tick(self, now: float) -> None:
         """Once a window: forget contacts and per-path logs that no longer count."""
