@@ -128,6 +128,7 @@ class Budget:
         self._changed_at = now  # the climbing pace last changed
         self._held = False  # the spacing held a request back since then
         self._fastest = math.inf  # quickest answer seen (seconds)
+        self._warm_since = math.inf  # when the first answer came
         self._window_start = now
 
     # -- what the pacer asks ------------------------------------------------------------------
@@ -212,8 +213,9 @@ class Budget:
             # clean round trip from here on.
             self._changed_at = now
             return
-        self._fastest = min(self._fastest, now - ticket.sent_at)
         self._count_as_arrived(ticket, now)
+        self._fastest = min(self._fastest, now - ticket.sent_at)
+        self._warm_since = min(self._warm_since, now)
         limit, remaining = answer.limit, answer.remaining
         if limit is None or limit < 1 or remaining is None or remaining < 0 or remaining > limit:
             # No sensible budget: keep what was learned, or climb when nothing was.
@@ -299,8 +301,11 @@ class Budget:
         """Count a request from when it may have arrived: a departure's time is when it was
         let go, and a request slower than the fastest answer may have spent the difference
         on its way there (the first, on a new connection, took 13 ms more: counted from its
-        departure, the ceiling let 52 through in the second after it arrived)."""
-        late = (now - ticket.sent_at) - self._fastest
+        departure, the ceiling let 52 through in the second after it arrived). Requests
+        that left before any answer came, on connections still being opened, are counted
+        from their answers: there is no fastest answer yet to tell their way there by."""
+        cold = ticket.sent_at < self._warm_since
+        late = (now - ticket.sent_at) - (0.0 if cold else self._fastest)
         if late <= 0:
             return
         arrived = ticket.sent_at + late
