@@ -182,9 +182,11 @@ class Budget:
             count, _ = _ceiling_count(self._config.ceiling)
             while len(self._ceiling_sent) > count:
                 self._ceiling_sent.popleft()
-        if self.kind is BudgetKind.PER_PATH:
-            self._by_contact.setdefault(contact, deque()).append(now)
-        self._prune_sent(now)
+        # Every kind: a budget learned to be per path must count the departures that left
+        # before it was learned.
+        log = self._by_contact.setdefault(contact, deque())
+        log.append(now)
+        self._prune_sent(now, log)
         return Ticket(contact, now)
 
     def unsent(self, ticket: Ticket) -> None:
@@ -267,9 +269,7 @@ class Budget:
             fresh = remaining >= limit - 1 and limit >= 2
             self._fresh_in_a_row = self._fresh_in_a_row + 1 if fresh else 0
             if self._fresh_in_a_row >= 2:
-                if self.kind is not BudgetKind.PER_PATH:
-                    self.kind = BudgetKind.PER_PATH
-                    self._by_contact.clear()
+                self.kind = BudgetKind.PER_PATH
                 return
             if not fresh:
                 self.kind = BudgetKind.SHARED
@@ -315,12 +315,12 @@ class Budget:
             rate = min(rate, self._config.ceiling)
         return max(rate, 0.01)
 
-    def _prune_sent(self, now: float) -> None:
+    def _prune_sent(self, now: float, contact_log: deque[float]) -> None:
         keep = max(2.0 * (self._config.window + self.margin), 2.0)
-        sent = self._sent
         horizon = now - keep
-        while sent and sent[0] < horizon:
-            sent.popleft()
+        for sent in (self._sent, contact_log):
+            while sent and sent[0] < horizon:
+                sent.popleft()
 
     def _tick(self, now: float) -> None:
         """Once a window: forget contacts and per-path logs that no longer count."""
@@ -330,7 +330,9 @@ class Budget:
         self._window_start = now
         self._seen = {c: t for c, t in self._seen.items() if t >= now - window}
         span = window + self.margin
-        self._by_contact = {c: log for c, log in self._by_contact.items() if log[-1] + span > now}
+        self._by_contact = {
+            c: log for c, log in self._by_contact.items() if log and log[-1] + span > now
+        }
 
 
 def _ceiling_count(ceiling: float) -> tuple[int, float]:
