@@ -271,11 +271,14 @@ class Budget:
 
     def _ours_before(self, sent_at: float) -> int:
         """Our departures the server surely counted when it answered one that left at
-        ``sent_at``: those within ``window - margin`` before it, itself included."""
+        ``sent_at``: itself, and those that left within ``window - margin`` before it. Not
+        those that left at the same instant (a window's budget leaves at once): they may have
+        arrived after it, and counting them would make this estimate of others' use too low,
+        which the smallest estimate then keeps."""
         start = sent_at - self._config.window + self.margin
-        count = 0
+        count = 1
         for t in reversed(self._departed):
-            if t > sent_at:
+            if t >= sent_at:
                 continue
             if t <= start:
                 break
@@ -369,7 +372,9 @@ class Budget:
         self._window_start = now
         self._seen = {c: t for c, t in self._seen.items() if t >= now - window}
         span = window + self.margin
-        self._by_contact = {c: log for c, log in self._by_contact.items() if log[-1] + span > now}
+        self._by_contact = {
+            c: log for c, log in self._by_contact.items() if log and log[-1] + span > now
+        }
 
 
 def _ceiling_count(ceiling: float) -> tuple[int, float]:

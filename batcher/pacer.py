@@ -9,11 +9,11 @@ A turn is one request's permission to leave::
 
 Leaving the block gives the turn back whatever happened (an unanswered turn counts
 against no budget). A turn waits, in this order, for: the contact's own budget
-(``budget``), a token of the in-flight cap (``inflight``), the run's budget and ceiling
-(``budget``), a token of the even spacing (``spacing``, on ``aiolimiter``), and the run's
-budget and ceiling again (what was learned while it waited for the token counts). The
-three modules each own one algorithm; this one only puts them in order and tells them
-what happened.
+(``budget``), a token of the in-flight cap (``inflight``), the end of a 429's pause, a
+token of the even spacing (``spacing``, on ``aiolimiter``), and the run's budget and
+ceiling (``budget``); a pause that begins after its
+token was taken sends it back to wait the pause out and take another. The three modules
+each own one algorithm; this one only puts them in order and tells them what happened.
 """
 
 from __future__ import annotations
@@ -139,18 +139,29 @@ class Pacer:
         try:
             self._pacing += 1
             try:
-                # The budget before the spacing too, so that no spacing token is held
-                # through a pause or a spent window: those would all go at once when it ends.
-                await self._until(lambda: budget.earliest(contact, clock.now()))
-                if await self._spacing.wait():
-                    budget.held_back()
-                await self._until(lambda: budget.earliest(contact, clock.now()))
+                paced = False
+                while not paced:
+                    paced = await self._paced(contact)
             finally:
                 self._pacing -= 1
         except BaseException:
             self._cap.give(token)
             raise
         return Turn(self, budget.send(contact, clock.now()), token)
+
+    async def _paced(self, contact: str) -> bool:
+        """Wait out a 429's pause, then for a token of the spacing, then for the run's budget
+        and ceiling; False if a pause began meanwhile. A token is not kept through a pause:
+        every request that waited it out would then leave the moment it ends, as one burst."""
+        budget, clock = self._budget, self._clock
+        await self._until(lambda: budget.paused_until)
+        if await self._spacing.wait():
+            budget.held_back()
+        while budget.earliest(contact, (now := clock.now())) > now + _ON_TIME:
+            if budget.paused_until > now + _ON_TIME:
+                return False
+            await self._until(lambda: budget.earliest(contact, clock.now()))
+        return True
 
     async def _until(self, when: Callable[[], float]) -> None:
         """Sleep until ``when()`` (looked at again every _RECHECK seconds) has come."""
