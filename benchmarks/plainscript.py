@@ -3,7 +3,7 @@
 
     python benchmarks/plainscript.py BASE_URL INPUT.csv RATE
 
-It needs aiolimiter (``pip install aiolimiter``), which batcher itself does not use yet.
+It uses aiolimiter, which batcher itself depends on.
 """
 
 from __future__ import annotations
