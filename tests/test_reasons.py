@@ -136,7 +136,8 @@ def test_rewording_every_message_changes_neither_resume_nor_retry(
     assert summary.stop_reason is Reason.NOT_SENT_DEADLINE
     resent = [r.identifier for r in second.requests]
     authfailed = [r.identifier for r in first.requests if r.status == 401]
-    assert resent[0] == unfinished[0]  # the first row with no final outcome goes first
+    # The first rows with no final outcome go first (two leave at once: their order varies).
+    assert set(resent[:2]) == set(unfinished[:2])
     assert not set(resent) & (done_first - set(authfailed))
     results = read_results(out)
     assert len(results) == 54
