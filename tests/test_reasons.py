@@ -124,9 +124,6 @@ def test_rewording_every_message_changes_neither_resume_nor_retry(
         )
     first_results = read_results(out)
     done_first = {r["identifier"] for r in first_results if r["outcome"] in ("ok", "failed")}
-        for r in first_results
-        if r["identifier"] not in done_first and r["outcome"] != "invalid"
-    ]
     assert "id:0" in done_first  # refused for good: not sent again
 
     reword(monkeypatch, "second")
