@@ -531,10 +531,10 @@ def case_3(seconds: float, queue_hold: float = 2.0) -> CaseRuns:
         extra <= MAX_EXTRA_SECONDS,
     )
     # Every 449 answer uses a turn of the shared 20/s limit (the server counts it), so the
-    # extra requests cost (extra requests) / 19.6 s at the very least, whatever a client
+    # extra requests cost (extra requests) / 20 s at the very least, whatever a client
     # does; what is left is what batcher controls: held rows not blocking the others, and
     # the tail after the last new row.
-    cost = (held.requests - base.requests) / (0.98 * 20)
+    cost = (held.requests - base.requests) / 20
     beyond = extra - cost
     controlled = Check(
         "3",
