@@ -15,7 +15,9 @@ What it learns:
   ``window + margin`` seconds. So a run spends a window's whole budget at once and then
   waits until its first request of that window has aged out. Counting our own departures
   over a sliding window is safe for both kinds of window: a fixed window is shorter than
-  ``window + margin``, so it never holds more than L of them either.
+  ``window + margin``, so it never holds more than L of them either. (So the window's kind
+  and phase are not learned: knowing a fixed window's boundary would let a run burst at
+  it, but probing for it cost more windows than it won in the benchmark.)
   Others' use is ``(L - Remaining) - ours`` for each answer (ours: our requests that left
   in the window before it); the smallest recent estimate counts, since a request that left
   later and arrived first can only make one estimate too high.
@@ -30,6 +32,11 @@ What it learns:
 
 The ceiling (``--rate`` R) is a hard bound on departures: never more than R in any
 ``1 s + ceiling_margin``, whatever the headers say, from the first second on.
+
+Every count is of when a request may have reached the server, not when it was let go: one
+slower than the fastest answer may have spent the difference on its way there, and one
+that left before any answer came (on a connection still being opened) counts from its
+answer.
 """
 
 from __future__ import annotations
