@@ -190,8 +190,11 @@ class Budget:
         self._departed.append(now)
         if self._config.ceiling is not None:
             self._ceiling_sent.append(now)
-            count, _ = _ceiling_count(self._config.ceiling)
-            while len(self._ceiling_sent) > count:
+            # Kept by time, not by count: a slow request's answer may come after R later
+            # ones left, and must still find its departure to count it from its arrival.
+            _, span = _ceiling_count(self._config.ceiling)
+            horizon = now - 2.0 * (span + self._config.ceiling_margin)
+            while self._ceiling_sent[0] < horizon:
                 self._ceiling_sent.popleft()
         # Every contact's, whatever the budget is thought to be now: it may turn out to be
         # per path, and the departures before that count against each contact's budget.

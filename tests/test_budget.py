@@ -386,6 +386,25 @@ def test_the_ceiling_bounds_departures_in_any_second(
     assert budget.earliest("id:next", now) == pytest.approx(earliest, abs=1e-12)
 
 
+def test_a_request_answered_after_r_later_ones_left_still_counts_from_its_arrival() -> None:
+    """--rate 2: A and B leave at 0, B is answered at once, A (sent before any answer, so
+    counted from its answer) only at 1.5 s, after C and D have left. A still counts from
+    1.5: E may go once D is a second old, but F not until A is."""
+    budget = Budget(PacingConfig(ceiling=2.0), 0.0)
+    a = budget.send("id:a", 0.0)
+    b = budget.send("id:b", 0.0)
+    budget.answered(b, OK, 0.02)
+    c_at = budget.earliest("id:c", 0.02)
+    budget.send("id:c", c_at)
+    d_at = budget.earliest("id:d", c_at)
+    budget.send("id:d", d_at)
+    budget.answered(a, OK, 1.5)
+    e_at = budget.earliest("id:e", 1.5)
+    assert e_at == pytest.approx(d_at + 1.0 + CEILING_MARGIN)
+    budget.send("id:e", e_at)
+    assert budget.earliest("id:f", e_at) == pytest.approx(1.5 + 1.0 + CEILING_MARGIN)
+
+
 def test_the_ceiling_holds_under_a_larger_shared_budget() -> None:
     """A shared budget of 100 with a ceiling of 10: the ceiling bounds the burst."""
     config = PacingConfig(ceiling=10.0)
