@@ -155,8 +155,7 @@ class Pacer:
         every request that waited it out would then leave the moment it ends, as one burst."""
         budget, clock = self._budget, self._clock
         await self._until(lambda: budget.paused_until)
-        if await self._spacing.wait():
-            budget.held_back()
+        await self._spacing.wait(on_hold=budget.held_back)
         while budget.earliest(contact, (now := clock.now())) > now + _ON_TIME:
             if budget.paused_until > now + _ON_TIME:
                 return False

@@ -13,6 +13,8 @@ budget's own count of departures keeps any ceiling hard.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
 from aiolimiter import AsyncLimiter
 
@@ -40,12 +42,19 @@ class Spacing:
             for scope in self._waiting:
                 scope.cancel()
 
-    async def wait(self) -> bool:
-        """Take one token, waiting for it if need be; whether it had to wait."""
+    async def wait(self, on_hold: Callable[[], object] | None = None) -> bool:
+        """Take one token, waiting for it if need be; whether it had to wait.
+
+        ``on_hold`` is called as the wait begins: the pace is holding a request back now,
+        which a climb must know at once, not when the token comes a whole interval later
+        (at 5/s that was 0.2 s before the first doubling).
+        """
         bucket = self._bucket
         if bucket.has_capacity():
             await bucket.acquire()
             return False
+        if on_hold is not None:
+            on_hold()
         # A request leaves the bucket's queue only when the bucket is replaced: one that gave
         # up its place to look again would go behind every request that came meanwhile, and
         # under a steady queue wait many times its share (over a second at 50/s, 8 workers).
