@@ -576,11 +576,13 @@ def case_5(seconds: float) -> CaseRuns:
         ),
         Check(
             "5",
+            # Informative: N answers over the N - 1 gaps between first and last can average
+            # a hair over the ceiling with no one-second window over it (the check below).
             f"achieved 200s/s over the ceiling {ceiling}/s, whole run, climb included",
-            "<= 1.00 (informative)",
+            "(informative)",
             f"{ratio:.3f} ({s.achieved:.2f}/s)",
             ratio,
-            ratio <= 1.0 and s.exit_code == 0,
+            s.exit_code == 0,
         ),
         Check(
             "5",
