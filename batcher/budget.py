@@ -42,6 +42,7 @@ answer.
 from __future__ import annotations
 
 import math
+from bisect import insort
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
@@ -123,9 +124,10 @@ class Budget:
         #: Seconds a budget's window is stretched by (see PacingConfig.margin).
         self.margin = config.margin
         self._rate = self._bounded(config.start_rate)  # the climbing pace
-        self._sent: deque[float] = deque()  # departures (slow ones as arrivals), oldest first
+        # Departures (slow ones as arrivals), oldest first: the shared budget's count and
+        # the ceiling's both read it.
+        self._sent: deque[float] = deque()
         self._departed: deque[float] = deque()  # departures as they were, oldest first
-        self._ceiling_sent: deque[float] = deque()  # departures, for the ceiling only
         self._by_contact: dict[str, deque[float]] = {}  # per-path budgets
         self._others: deque[tuple[float, float]] = deque()  # (sent_at, others' use) per answer
         self._seen: dict[str, float] = {}  # contact -> time of its last answer (pruned)
@@ -157,10 +159,10 @@ class Budget:
             rate = self.limit / self._config.window
             if ceiling is None or rate <= ceiling:
                 return rate, max(1.0, math.floor(self.limit))
-            return ceiling, min(_SMALL_BUCKET, max(1.0, math.floor(ceiling)))
+            return ceiling, _small_bucket(ceiling)
         if self.kind is BudgetKind.PER_PATH and ceiling is not None:
-            return ceiling, min(_SMALL_BUCKET, max(1.0, math.floor(ceiling)))
-        return self._rate, min(_SMALL_BUCKET, max(1.0, math.floor(self._rate)))
+            return ceiling, _small_bucket(ceiling)
+        return self._rate, _small_bucket(self._rate)
 
     def earliest(self, contact: str, now: float) -> float:
         """The earliest time a request to ``contact`` may leave (``now`` if it may now)."""
@@ -168,8 +170,8 @@ class Budget:
         ceiling = self._config.ceiling
         if ceiling is not None:
             count, span = _ceiling_count(ceiling)
-            if len(self._ceiling_sent) >= count:
-                at = max(at, self._ceiling_sent[-count] + span + self._config.ceiling_margin)
+            if len(self._sent) >= count:
+                at = max(at, self._sent[-count] + span + self._config.ceiling_margin)
         if self.kind is BudgetKind.SHARED and self.limit is not None:
             at = max(at, self._shared_earliest(now))
         return at
@@ -188,27 +190,18 @@ class Budget:
         """A request to ``contact`` leaves now."""
         self._sent.append(now)
         self._departed.append(now)
-        if self._config.ceiling is not None:
-            self._ceiling_sent.append(now)
-            # Kept by time, not by count: a slow request's answer may come after R later
-            # ones left, and must still find its departure to count it from its arrival.
-            _, span = _ceiling_count(self._config.ceiling)
-            horizon = now - 2.0 * (span + self._config.ceiling_margin)
-            while self._ceiling_sent[0] < horizon:
-                self._ceiling_sent.popleft()
         # Every contact's, whatever the budget is thought to be now: it may turn out to be
         # per path, and the departures before that count against each contact's budget.
         log = self._by_contact.setdefault(contact, deque())
         log.append(now)
-        while log[0] + 2.0 * (self._config.window + self.margin) < now:
-            log.popleft()
+        _drop_before(log, now - 2.0 * (self._config.window + self.margin))
         self._prune_sent(now)
         return Ticket(contact, now)
 
     def unsent(self, ticket: Ticket) -> None:
         """A turn given back without sending: it counts against no budget."""
         contact = self._by_contact.get(ticket.contact)
-        for log in (self._sent, self._departed, self._ceiling_sent, contact):
+        for log in (self._sent, self._departed, contact):
             if log is not None and ticket.sent_at in log:
                 log.remove(ticket.sent_at)
 
@@ -322,14 +315,10 @@ class Budget:
         if late <= 0:
             return
         arrived = ticket.sent_at + late
-        for log in (self._sent, self._ceiling_sent, self._by_contact.get(ticket.contact)):
+        for log in (self._sent, self._by_contact.get(ticket.contact)):
             if log is not None and ticket.sent_at in log:
                 log.remove(ticket.sent_at)
-                log.append(arrived)
-                if len(log) > 1 and log[-2] > arrived:
-                    ordered = sorted(log)
-                    log.clear()
-                    log.extend(ordered)
+                insort(log, arrived)
 
     def _climb(self, ticket: Ticket, now: float) -> None:
         latency = now - ticket.sent_at
@@ -368,11 +357,15 @@ class Budget:
         return max(rate, 0.01)
 
     def _prune_sent(self, now: float) -> None:
-        keep = max(2.0 * (self._config.window + self.margin), 2.0)
-        horizon = now - keep
+        # Kept by time, not by count, for both the budget's window and the ceiling's: a slow
+        # request's answer may come after R later ones left, and must still find its
+        # departure to count it from its arrival.
+        keep = 2.0 * (self._config.window + self.margin)
+        if self._config.ceiling is not None:
+            _, span = _ceiling_count(self._config.ceiling)
+            keep = max(keep, 2.0 * (span + self._config.ceiling_margin))
         for log in (self._sent, self._departed):
-            while log and log[0] < horizon:
-                log.popleft()
+            _drop_before(log, now - max(keep, 2.0))
 
     def _tick(self, now: float) -> None:
         """Once a window: forget contacts and per-path logs that no longer count."""
@@ -385,6 +378,17 @@ class Budget:
         self._by_contact = {
             c: log for c, log in self._by_contact.items() if log and log[-1] + span > now
         }
+
+
+def _small_bucket(rate: float) -> float:
+    """The bucket of a climbing or capped pace: two tokens, or one under 2/s."""
+    return min(_SMALL_BUCKET, max(1.0, math.floor(rate)))
+
+
+def _drop_before(log: deque[float], horizon: float) -> None:
+    """Forget the times in ``log`` (oldest first) before ``horizon``."""
+    while log and log[0] < horizon:
+        log.popleft()
 
 
 def _ceiling_count(ceiling: float) -> tuple[int, float]:
