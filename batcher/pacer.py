@@ -54,14 +54,16 @@ class Turn:
 
     def answered(self, answer: Answer) -> None:
         """The request got ``answer`` (or none: an answer with no HTTP status)."""
+        self._close(answer)
+
+    def _give_back(self) -> None:
+        self._close(None)
+
+    def _close(self, answer: Answer | None) -> None:
+        """Hand the turn back once: answered, or (``None``) never sent."""
         if self._open and self._ticket is not None:
             self._open = False
             self._pacer._finish(self._ticket, self._token, answer)
-
-    def _give_back(self) -> None:
-        if self._open and self._ticket is not None:
-            self._open = False
-            self._pacer._finish(self._ticket, self._token, None)
 
 
 class Pacer:

@@ -19,8 +19,8 @@ import anyio
 from aiolimiter import AsyncLimiter
 
 #: Tokens of slack in the bucket: a waiter due at the very instant its token drips in could
-#: otherwise find it a rounding error short, and reschedule itself for that same instant
-#: forever on a clock that only moves when every task waits (``FakeClock``).
+#: otherwise find it a rounding error short and wait again (without it, turns at 50/s with
+#: 8 workers waited up to 0.68 s in virtual time, against 0.14 s).
 _SLACK = 1e-6
 
 
@@ -42,8 +42,8 @@ class Spacing:
             for scope in self._waiting:
                 scope.cancel()
 
-    async def wait(self, on_hold: Callable[[], object] | None = None) -> bool:
-        """Take one token, waiting for it if need be; whether it had to wait.
+    async def wait(self, on_hold: Callable[[], object] | None = None) -> None:
+        """Take one token, waiting for it if need be.
 
         ``on_hold`` is called as the wait begins: the pace is holding a request back now,
         which a climb must know at once, not when the token comes a whole interval later
@@ -52,7 +52,7 @@ class Spacing:
         bucket = self._bucket
         if bucket.has_capacity():
             await bucket.acquire()
-            return False
+            return
         if on_hold is not None:
             on_hold()
         # A request leaves the bucket's queue only when the bucket is replaced: one that gave
@@ -63,7 +63,7 @@ class Spacing:
                 self._waiting[scope] = None
                 try:
                     await bucket.acquire()
-                    return True
+                    return
                 finally:
                     del self._waiting[scope]
             bucket = self._bucket
