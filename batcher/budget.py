@@ -23,10 +23,10 @@ What it learns:
   later and arrived first can only make one estimate too high.
 * A per-path budget holds each contact to L requests per ``window + margin``; the run as a
   whole goes as fast as the ceiling (or, without one, the climb) allows.
-* Without usable headers (missing, zero, negative, not a number) the pace climbs: it
-  doubles per round trip (an answer to a request sent at the current pace) while answers
-  come back clean, latency does not grow and the pace is what holds requests back; after
-  the first 429, 10 % a window.
+* Without usable headers (missing, zero, negative, not a number) the pace climbs: each
+  round trip (an answer to a request sent at the current pace) may carry twice the
+  requests the last one did, while answers come back clean, latency does not grow and the
+  pace is what holds requests back; after the first 429, 10 % a window.
 * 429: one pause for every request until ``Retry-After`` has passed (the server is the
   authority); a climbing pace halves, and a shared budget's margin doubles.
 
@@ -327,7 +327,10 @@ class Budget:
         if latency > _LATENCY_GROWTH * self._fastest + _LATENCY_SLACK:
             return  # latency grows: more would only queue
         if self._slow_start:
-            self._set_rate(self._rate * 2.0, now)
+            # Twice the requests per round trip: one carries the bucket plus what the pace
+            # lets go meanwhile, so from 5/s at 20 ms the next goes at 110/s, not 10/s
+            # (the first round trips each carried the bucket's two and no more).
+            self._set_rate(2.0 * self._rate + _small_bucket(self._rate) / max(latency, 1e-3), now)
         elif now - self._changed_at >= self._config.window:
             self._set_rate(self._rate * 1.1, now)
 

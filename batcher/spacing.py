@@ -47,7 +47,7 @@ class Spacing:
 
         ``on_hold`` is called as the wait begins: the pace is holding a request back now,
         which a climb must know at once, not when the token comes a whole interval later
-        (at 5/s that was 0.2 s before the first doubling).
+        (at 5/s that was 0.2 s before the first climb).
         """
         bucket = self._bucket
         if bucket.has_capacity():

@@ -119,7 +119,7 @@ def test_garbage_headers_are_no_budget(limit: float | None, remaining: float | N
     assert rates_after(garbage_trips, PacingConfig()) == rates_after(
         rounds(*[0.02] * 4), PacingConfig()
     )
-    assert replay(garbage_trips).spacing() == (80.0, 2.0)
+    assert replay(garbage_trips).spacing() == (1580.0, 2.0)  # 5 -> 110 -> 320 -> 740 -> 1580
 
 
 @pytest.mark.parametrize(
@@ -506,8 +506,15 @@ def test_a_contact_given_back_its_only_departure_is_forgotten_without_harm() -> 
         pytest.param(
             PacingConfig(start_rate=5.0),
             rounds(0.01, 0.01, 0.01, 0.01),
-            [10.0, 20.0, 40.0, 80.0],
-            id="doubles-per-round-trip",
+            # 2r + 2/latency: the bucket's two plus r x latency, twice over per round trip.
+            [210.0, 620.0, 1440.0, 3080.0],
+            id="doubles-the-requests-per-round-trip",
+        ),
+        pytest.param(
+            PacingConfig(start_rate=5.0),
+            rounds(0.2, 0.2, 0.2),
+            [20.0, 50.0, 110.0],
+            id="a-slower-round-trip-climbs-less",
         ),
         pytest.param(
             PacingConfig(start_rate=5.0),
@@ -517,14 +524,14 @@ def test_a_contact_given_back_its_only_departure_is_forgotten_without_harm() -> 
         ),
         pytest.param(
             PacingConfig(start_rate=5.0),
-            rounds(0.01, 0.026, 0.026),
-            [10.0, 10.0, 10.0],
+            rounds(0.1, 0.206, 0.206),
+            [30.0, 30.0, 30.0],
             id="holds-when-latency-grows-past-2x-fastest-plus-5ms",
         ),
         pytest.param(
             PacingConfig(start_rate=5.0),
-            rounds(0.01, 0.024, 0.024),
-            [10.0, 20.0, 40.0],
+            rounds(0.1, 0.204, 0.204),
+            [30.0, 2 * 30.0 + 2 / 0.204, 2 * (60.0 + 2 / 0.204) + 2 / 0.204],
             id="latency-within-2x-fastest-plus-5ms-still-climbs",
         ),
         pytest.param(
@@ -534,35 +541,35 @@ def test_a_contact_given_back_its_only_departure_is_forgotten_without_harm() -> 
             id="unanswered-never-climbs",
         ),
         pytest.param(
-            PacingConfig(start_rate=5.0, ceiling=30.0),
+            PacingConfig(start_rate=5.0, ceiling=300.0),
             rounds(0.01, 0.01, 0.01, 0.01),
-            [10.0, 20.0, 30.0, 30.0],
+            [210.0, 300.0, 300.0, 300.0],
             id="stops-at-the-ceiling",
         ),
         pytest.param(
-            PacingConfig(start_rate=5.0, max_rate=15.0),
+            PacingConfig(start_rate=5.0, max_rate=500.0),
             rounds(0.01, 0.01, 0.01),
-            [10.0, 15.0, 15.0],
+            [210.0, 500.0, 500.0],
             id="stops-at-max-rate",
         ),
         pytest.param(
             PacingConfig(start_rate=5.0),
             [
-                Trip("id:a", 0.0, 0.01, OK, held=True),
-                Trip("id:b", 0.0, 0.02, OK, held=True),
-                Trip("id:c", 0.02, 0.03, OK, held=True),
+                Trip("id:a", 0.0, 0.1, OK, held=True),
+                Trip("id:b", 0.0, 0.2, OK, held=True),
+                Trip("id:c", 0.2, 0.3, OK, held=True),
             ],
-            [10.0, 10.0, 20.0],
-            id="one-doubling-per-round-trip-at-the-new-pace",
+            [30.0, 30.0, 80.0],
+            id="one-climb-per-round-trip-at-the-new-pace",
         ),
         pytest.param(
             PacingConfig(start_rate=5.0),
             [
                 Trip("id:a", 0.0, 0.5, TIMED_OUT, held=True),
                 Trip("id:b", 0.2, 0.6, OK, held=True),
-                Trip("id:c", 0.6, 0.61, OK, held=True),
+                Trip("id:c", 0.6, 0.7, OK, held=True),
             ],
-            [5.0, 5.0, 10.0],
+            [5.0, 5.0, 30.0],
             id="after-no-answer-a-climb-needs-a-round-trip-from-then-on",
         ),
     ],
@@ -570,8 +577,9 @@ def test_a_contact_given_back_its_only_departure_is_forgotten_without_harm() -> 
 def test_the_climb_without_headers(
     config: PacingConfig, trips: list[Trip], rates: list[float]
 ) -> None:
-    """Without usable headers the pace doubles per round trip (an answer to a request sent at
-    the current pace) while answers are clean, latency does not grow (more than 2x the
+    """Without usable headers each round trip (an answer to a request sent at the current
+    pace) may carry twice the requests the last one did (the bucket's two plus what the pace
+    let go meanwhile) while answers are clean, latency does not grow (more than 2x the
     fastest + 5 ms) and the spacing held a request back."""
     assert rates_after(trips, config) == pytest.approx(rates)
 
