@@ -35,8 +35,10 @@ from batcher.workqueue import Job, WorkQueue
 
 #: How many of a dry run's requests are shown.
 SAMPLE_REQUESTS = 3
-#: Records parsed per step off the event loop.
+#: Records parsed per step off the event loop; the first step is small, so the first
+#: request need not wait for the whole first step (20,000 rows took 0.1 s to parse).
 _CHUNK = 20_000
+_FIRST_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,8 +207,10 @@ class Feeder:
     async def feed(self) -> None:
         """Feed every record; close the queue when done (or when the run stopped)."""
         records = self.source.read()
+        size = _FIRST_CHUNK
         try:
-            while chunk := await self.clock.run_sync(_take, records, _CHUNK):
+            while chunk := await self.clock.run_sync(_take, records, size):
+                size = _CHUNK
                 for i, record in enumerate(chunk):
                     if i % 256 == 0:
                         await anyio.lowlevel.checkpoint()

@@ -31,9 +31,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batcher.errors import InputFileError, UsageError
 from batcher.models import INPUT_COLUMNS, Record
+
+if TYPE_CHECKING:
+    from pandas import DataFrame
+    from pandas.io.parsers import TextFileReader
 
 #: Delimiters batcher recognises when none is given.
 DELIMITERS = (",", ";", "\t", "|")
@@ -180,8 +185,11 @@ def _quoting_hint(message: str, sep: str) -> str:
     )
 
 
-def read_records(info: InputInfo, *, chunk_rows: int = 50_000) -> Iterator[Record]:
-    """Yield every record of a scanned input file, in file order, ``chunk_rows`` at a time."""
+def read_records(
+    info: InputInfo, *, chunk_rows: int = 50_000, first_rows: int = 500
+) -> Iterator[Record]:
+    """Yield every record of a scanned input file, in file order, ``chunk_rows`` at a time
+    after the first ``first_rows`` (a run's first request waits only for those)."""
     import pandas as pd  # noqa: PLC0415 - pandas costs ~0.3 s to import; only runs need it
 
     width = len(info.header)
@@ -210,7 +218,7 @@ def read_records(info: InputInfo, *, chunk_rows: int = 50_000) -> Iterator[Recor
     where = info.columns
     extra_at = [i for i in range(width) if i not in where.values()]
     with chunks:
-        for chunk in chunks:
+        for chunk in _chunks(chunks, first_rows):
             rows = chunk.itertuples(index=True, name=None)
             for index, *values in rows:
                 if index == 0:
@@ -234,6 +242,17 @@ def read_records(info: InputInfo, *, chunk_rows: int = 50_000) -> Iterator[Recor
                         else ""
                     ),
                 )
+
+
+def _chunks(reader: TextFileReader, first_rows: int) -> Iterator[DataFrame]:
+    """The reader's chunks, the first of them ``first_rows`` long."""
+    size: int | None = first_rows
+    while True:
+        try:
+            yield reader.get_chunk(size)
+        except StopIteration:
+            return
+        size = None  # the reader's own chunksize from here on
 
 
 def _cell(cells: list[str], index: int | None) -> str:

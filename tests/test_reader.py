@@ -368,15 +368,17 @@ def test_header_only_file_has_no_records(tmp_path: Path) -> None:
     assert records == []
 
 
+@pytest.mark.parametrize("first_rows", [1, 2, 4, 100])
 @pytest.mark.parametrize("chunk_rows", [1, 2, 3, 5, 100])
-def test_chunking_gives_the_same_records(tmp_path: Path, chunk_rows: int) -> None:
-    """Chunks of any size (2 over 5 records included) yield the same records as one chunk."""
+def test_chunking_gives_the_same_records(tmp_path: Path, chunk_rows: int, first_rows: int) -> None:
+    """Chunks of any size (2 over 5 records included), after a first one of any size, yield
+    the same records as one chunk."""
     path = write(
         tmp_path,
         b"identifier,status,note\nid:1,open,a\n\nid:2,close,b\nid:3,open,c,surplus\n"
         b'\n"id:4",close,"multi\nline"\nid:5,open,e\n',
     )
     info = scan_input(path)
-    whole = list(read_records(info, chunk_rows=50_000))
+    whole = list(read_records(info, chunk_rows=50_000, first_rows=50_000))
     assert [r.row for r in whole] == [1, 2, 3, 4, 5]
-    assert list(read_records(info, chunk_rows=chunk_rows)) == whole
+    assert list(read_records(info, chunk_rows=chunk_rows, first_rows=first_rows)) == whole
