@@ -132,6 +132,8 @@ class AelystClient:
             # e.g. httpx.InvalidURL (not an HTTPError) for an identifier too long for a URL
             error = self._scrub(f"{type(exc).__name__}: {exc}")[:ERROR_EXCERPT]
             answer = Answer(AnswerKind.RETRYABLE, None, error=error)
+        if not answer.error:
+            return answer  # most answers: nothing to scrub
         return replace(answer, error=self._scrub(answer.error))
 
     def _scrub(self, text: str) -> str:
