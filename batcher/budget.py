@@ -28,7 +28,9 @@ What it learns:
   requests the last one did, while answers come back clean, latency does not grow and the
   pace is what holds requests back; after the first 429, 10 % a window.
 * 429: one pause for every request until ``Retry-After`` has passed (the server is the
-  authority); a climbing pace halves, and a shared budget's margin doubles.
+  authority); a climbing pace halves, and a shared budget's margin doubles, once per
+  overload (not again for requests that left before the last drop). The first 429 of a
+  climb by round trips drops the pace to what the server took in the last window, if less.
 
 The ceiling (``--rate`` R) is a hard bound on departures: never more than R in any
 ``1 s + ceiling_margin``, whatever the headers say, from the first second on.
@@ -136,6 +138,8 @@ class Budget:
         self._changed_at = now  # the climbing pace last changed
         self._held = False  # the spacing held a request back since then
         self._fastest = math.inf  # quickest answer seen (seconds)
+        self._taken: deque[float] = deque()  # clean answers to a climbing pace, last window
+        self._dropped_at = -math.inf  # the last 429 that slowed the pace (or widened a margin)
         self._warm_since = math.inf  # when the first answer came
         self._window_start = now
 
@@ -208,7 +212,7 @@ class Budget:
         """Learn from the answer to ``ticket``'s request."""
         self._tick(now)
         if answer.kind is AnswerKind.RATE_LIMITED:
-            self._throttle(now, answer.retry_after)
+            self._throttle(ticket, now, answer.retry_after)
             return
         if answer.http_status is None:
             # No answer is no evidence that a faster pace would be taken: a climb needs a
@@ -319,6 +323,8 @@ class Budget:
                 _move_later(log, ticket.sent_at, arrived)
 
     def _climb(self, ticket: Ticket, now: float) -> None:
+        self._taken.append(now)
+        _drop_before(self._taken, now - self._config.window)
         latency = now - ticket.sent_at
         if ticket.sent_at < self._changed_at or not self._held:
             return  # sent before the pace changed, or the pace is not what holds requests
@@ -332,19 +338,30 @@ class Budget:
         elif now - self._changed_at >= self._config.window:
             self._set_rate(self._rate * 1.1, now)
 
-    def _throttle(self, now: float, retry_after: float | None) -> None:
+    def _throttle(self, ticket: Ticket, now: float, retry_after: float | None) -> None:
         self.throttled += 1
         wait = self._config.window
         if retry_after is not None and retry_after > 0:
             wait = min(retry_after, self._config.max_pause)
-        if now + wait <= self.paused_until:
-            return  # one pause, and one drop, however many requests were refused for it
-        self.paused_until = now + wait
-        self._slow_start = False
+        self.paused_until = max(self.paused_until, now + wait)
+        if ticket.sent_at < self._dropped_at:
+            # Sent before the last drop: the same overload, already answered for. Every
+            # request in flight at the first 429 is refused too, and dropping for each took
+            # a climbing pace from 740/s to the 1/s floor within 20 ms.
+            return
+        self._dropped_at = now
+        climbing, self._slow_start = self._slow_start, False
         if self.kind is BudgetKind.SHARED:
             self.margin = min(2 * self.margin, self._config.window / 10)
-        else:
-            self._set_rate(max(self._rate * 0.5, self._config.min_rate), now)
+            return
+        # Half the pace; the first 429 of a climb by round trips, which may be far past the
+        # limit by then, to what the server took in the last window if that is less (halving
+        # from 740/s cost a 429 and a pause per halving under a hidden 10/s).
+        rate = self._rate * 0.5
+        _drop_before(self._taken, now - self._config.window)
+        if climbing and self._taken:
+            rate = min(rate, len(self._taken) / self._config.window)
+        self._set_rate(max(rate, self._config.min_rate), now)
 
     def _set_rate(self, rate: float, now: float) -> None:
         self._rate = self._bounded(rate)

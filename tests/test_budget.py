@@ -621,24 +621,45 @@ def test_a_429_pauses_every_request(retry_after: float | None, pause: float) -> 
 
 
 @pytest.mark.parametrize(
-    ("answered_at", "paused_until", "rate"),
+    ("sent_answered", "paused_until", "rate"),
     [
-        pytest.param([0.5], 2.5, 5.0, id="one"),
-        pytest.param([0.5, 0.5], 2.5, 5.0, id="two-at-once-one-pause-one-drop"),
-        pytest.param([0.5, 0.5, 0.5, 0.5], 2.5, 5.0, id="four-at-once"),
-        pytest.param([0.5, 1.0], 3.0, 2.5, id="a-later-one-pauses-and-drops-again"),
-        pytest.param([0.5, 3.0], 5.0, 2.5, id="one-after-the-pause"),
+        pytest.param([(0.0, 0.5)], 2.5, 5.0, id="one"),
+        pytest.param([(0.0, 0.5)] * 2, 2.5, 5.0, id="two-at-once-one-pause-one-drop"),
+        pytest.param([(0.0, 0.5)] * 4, 2.5, 5.0, id="four-at-once"),
+        pytest.param([(0.0, 0.5), (0.0, 1.0)], 3.0, 5.0, id="sent-before-the-drop-pauses-only"),
+        pytest.param([(0.0, 0.5), (0.1, 3.0)], 5.0, 5.0, id="sent-before-answered-after-pause"),
+        pytest.param([(0.0, 0.5), (0.5, 1.0)], 3.0, 2.5, id="sent-after-the-drop-drops-again"),
+        pytest.param([(0.0, 0.5), (2.5, 3.0)], 5.0, 2.5, id="after-the-pause-drops-again"),
     ],
 )
-def test_429s_at_once_share_one_pause_and_one_drop(
-    answered_at: list[float], paused_until: float, rate: float
+def test_429s_for_one_overload_share_one_drop(
+    sent_answered: list[tuple[float, float]], paused_until: float, rate: float
 ) -> None:
-    """Several 429s for the same pause pause once and halve the pace once."""
-    trips = [Trip(f"id:{n}", 0.0, at, throttled(2.0)) for n, at in enumerate(answered_at)]
+    """Every 429 pauses until its Retry-After, but the pace drops once per overload: a 429
+    for a request sent before the last drop (in flight when the first 429 came) is the same
+    overload, and dropping for each took a climbing pace to the 1/s floor in 20 ms."""
+    trips = [
+        Trip(f"id:{n}", sent, answered, throttled(2.0))
+        for n, (sent, answered) in enumerate(sent_answered)
+    ]
     budget = replay(trips, PacingConfig(start_rate=10.0))
     assert budget.paused_until == pytest.approx(paused_until)
     assert budget.rate == pytest.approx(rate)
-    assert budget.throttled == len(answered_at)
+    assert budget.throttled == len(sent_answered)
+
+
+def test_the_first_drop_of_a_climb_goes_to_what_the_server_took() -> None:
+    """A climb by round trips may be far past the limit when its first 429 comes: the pace
+    drops to the clean answers of the last window if that is less than half the pace."""
+    config = PacingConfig(start_rate=5.0)
+    trips = rounds(0.01, 0.01, 0.01)  # 5 -> 210 -> 620 -> 1,440/s
+    trips += [trip(f"id:ok{n}", 0.031 + n * 0.001, OK) for n in range(9)]  # 12 clean in all
+    trips.append(Trip("id:429", 0.04, 0.06, throttled(1.0)))
+    assert rates_after(trips, config)[2] == pytest.approx(1440.0)
+    assert replay(trips, config).rate == pytest.approx(12.0)
+    # After the first drop the climb is over: a later overload halves the pace.
+    later = [*trips, trip("id:ok-late", 1.1, OK), Trip("id:late-429", 1.2, 1.25, throttled(1.0))]
+    assert replay(later, config).rate == pytest.approx(6.0)
 
 
 @pytest.mark.parametrize(
