@@ -5,9 +5,10 @@ asks for the very same thing (status, category and summary). Only the
 previous one counts: ``open``, ``close``, ``open`` on one contact keeps all
 three, because skipping the last would leave the conversation closed.
 
-The last request per contact lives in a private temporary SQLite database
-(an empty file name), which keeps a small cache in memory and spills the
-rest to disk, so a million distinct contacts do not grow the process.
+The last request per contact lives in a dict for the first ``IN_MEMORY``
+contacts (most inputs), then in a private temporary SQLite database (an empty
+file name), which keeps a small cache in memory and spills the rest to disk,
+so a million distinct contacts do not grow the process.
 """
 
 from __future__ import annotations
@@ -17,12 +18,18 @@ import sqlite3
 from batcher.models import Request
 
 _BATCH = 5000  # rows per transaction: this table needs no durability, only speed
+#: Contacts kept in a dict before moving to SQLite: a few MB, and each lookup about 10 times
+#: cheaper than SQLite's (two statements a row, in the plan and again in the run).
+IN_MEMORY = 20_000
 
 
 class DuplicateFinder:
     """Remembers the last request per contact; see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, in_memory: int = IN_MEMORY) -> None:
+        self._in_memory = in_memory
+        #: contact -> (fingerprint, row) until there are more than ``in_memory`` contacts.
+        self._recent: dict[str, tuple[str, int]] | None = {}
         self._db = sqlite3.connect("")
         self._db.execute(
             "CREATE TABLE last"
@@ -39,6 +46,15 @@ class DuplicateFinder:
         """The contact's previous valid row (None: this is its first) and whether it asked
         for the very same thing; unless it did, this row becomes the contact's last."""
         fingerprint = f"{request.status}\x1f{request.category}\x1f{request.summary}"
+        recent = self._recent
+        if recent is not None:
+            seen = recent.get(request.identifier)
+            if seen is not None and seen[0] == fingerprint:
+                return seen[1], True
+            recent[request.identifier] = (fingerprint, request.row)
+            if len(recent) > self._in_memory:
+                self._move_to_disk(recent)
+            return (None if seen is None else seen[1]), False
         found = self._db.execute(
             "SELECT request, row FROM last WHERE contact = ?", (request.identifier,)
         ).fetchone()
@@ -53,6 +69,14 @@ class DuplicateFinder:
             self._db.commit()
             self._pending = 0
         return (None if found is None else int(found[1])), False
+
+    def _move_to_disk(self, recent: dict[str, tuple[str, int]]) -> None:
+        self._db.executemany(
+            "INSERT INTO last VALUES (?, ?, ?)",
+            ((contact, fingerprint, row) for contact, (fingerprint, row) in recent.items()),
+        )
+        self._db.commit()
+        self._recent = None
 
     def close(self) -> None:
         self._db.close()

@@ -6,14 +6,21 @@ from collections.abc import Iterator
 
 import pytest
 
-from batcher.dedupe import DuplicateFinder
+from batcher.dedupe import IN_MEMORY, DuplicateFinder
 from batcher.models import Record, Request
 
 
-@pytest.fixture
-def finder() -> Iterator[DuplicateFinder]:
-    """A fresh finder, closed afterwards."""
-    opened = DuplicateFinder()
+@pytest.fixture(
+    params=[
+        pytest.param(IN_MEMORY, id="in-memory"),
+        pytest.param(0, id="on-disk-from-the-first-contact"),
+        pytest.param(1, id="moving-to-disk-at-the-second-contact"),
+    ]
+)
+def finder(request: pytest.FixtureRequest) -> Iterator[DuplicateFinder]:
+    """A fresh finder, closed afterwards; every test runs with contacts kept in memory, on
+    disk, and moving from one to the other midway."""
+    opened = DuplicateFinder(in_memory=request.param)
     yield opened
     opened.close()
 
@@ -87,3 +94,16 @@ def test_many_contacts_past_one_batch(finder: DuplicateFinder) -> None:
     assert all(found is None for found in verdicts(finder, first))
     assert finder.earlier_row(request(7000, "id:1", "open")) == 1
     assert finder.earlier_row(request(7001, "id:6001", "open")) == 6001
+
+
+def test_contacts_seen_before_the_move_to_disk_are_found_after_it() -> None:
+    """What the dict held goes to SQLite whole: duplicates across the move are found."""
+    finder = DuplicateFinder(in_memory=2)
+    try:
+        before = [request(1, "id:a", "close"), request(2, "id:b", "open")]
+        moving = [request(3, "id:c", "close")]  # a third contact: over 2, moved to disk
+        after = [request(4, "id:a", "close"), request(5, "id:b", "close")]
+        assert verdicts(finder, [*before, *moving, *after]) == [None, None, None, 1, None]
+        assert finder.compare(request(6, "id:b", "close")) == (5, True)
+    finally:
+        finder.close()
