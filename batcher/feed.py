@@ -27,7 +27,7 @@ from batcher.clock import Clock
 from batcher.dedupe import DuplicateFinder
 from batcher.errors import InputFileError
 from batcher.models import RESULT_COLUMNS, TEXTS, Outcome, Plan, Reason, Record, Request, Result
-from batcher.reader import InputInfo, read_records
+from batcher.reader import FIRST_ROWS, InputInfo, read_records
 from batcher.recording import Recorder
 from batcher.state import show_time
 from batcher.validate import Invalid, check
@@ -36,9 +36,10 @@ from batcher.workqueue import Job, WorkQueue
 #: How many of a dry run's requests are shown.
 SAMPLE_REQUESTS = 3
 #: Records parsed per step off the event loop; the first step is small, so the first
-#: request need not wait for the whole first step (20,000 rows took 0.1 s to parse).
+#: request need not wait for the whole first step (20,000 rows took 0.1 s to parse). It is
+#: less than the reader's first chunk, so it never waits for the reader's second.
 _CHUNK = 20_000
-_FIRST_CHUNK = 500
+_FIRST_CHUNK = FIRST_ROWS // 2
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,11 +185,15 @@ def _quoting_hint(message: str, sep: str) -> str:
     )
 
 
+#: Records in the first chunk parsed: a run's first request waits only for those.
+FIRST_ROWS = 500
+
+
 def read_records(
-    info: InputInfo, *, chunk_rows: int = 50_000, first_rows: int = 500
+    info: InputInfo, *, chunk_rows: int = 50_000, first_rows: int = FIRST_ROWS
 ) -> Iterator[Record]:
     """Yield every record of a scanned input file, in file order, ``chunk_rows`` at a time
-    after the first ``first_rows`` (a run's first request waits only for those)."""
+    after the first ``first_rows``."""
     import pandas as pd  # noqa: PLC0415 - pandas costs ~0.3 s to import; only runs need it
 
     width = len(info.header)
@@ -245,8 +249,8 @@ def read_records(
 
 
 def _chunks(reader: TextFileReader, first_rows: int) -> Iterator[DataFrame]:
-    """The reader's chunks, the first of them ``first_rows`` long."""
-    size: int | None = first_rows
+    """The reader's chunks, the first of them ``first_rows`` records and the header line."""
+    size: int | None = first_rows + 1
     while True:
         try:
             yield reader.get_chunk(size)

@@ -382,3 +382,28 @@ def test_chunking_gives_the_same_records(tmp_path: Path, chunk_rows: int, first_
     whole = list(read_records(info, chunk_rows=50_000, first_rows=50_000))
     assert [r.row for r in whole] == [1, 2, 3, 4, 5]
     assert list(read_records(info, chunk_rows=chunk_rows, first_rows=first_rows)) == whole
+
+
+def test_the_first_records_need_only_the_first_small_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first ``first_rows`` records come from one small parse (the header line and those
+    records), not from the first ``chunk_rows`` lines."""
+    from pandas.io.parsers import TextFileReader  # noqa: PLC0415 - only this test needs it
+
+    lines = "".join(f"id:{n},close\n" for n in range(1, 101))
+    info = scan_input(write(tmp_path, f"identifier,status\n{lines}".encode()))
+    sizes: list[int | None] = []
+    get_chunk = TextFileReader.get_chunk
+
+    def recorded(self: TextFileReader, size: int | None = None) -> object:
+        sizes.append(size)
+        return get_chunk(self, size)
+
+    monkeypatch.setattr(TextFileReader, "get_chunk", recorded)
+    records = read_records(info, chunk_rows=50, first_rows=10)
+    first = [next(records) for _ in range(10)]
+    assert [r.row for r in first] == list(range(1, 11))
+    assert sizes == [11]
+    assert [r.row for r in records] == list(range(11, 101))
+    assert sizes == [11, None, None, None]  # then chunks of 50: 50, 40, and the end
