@@ -44,6 +44,7 @@ answer.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
@@ -81,8 +82,8 @@ class PacingConfig:
         ceiling: Requests per second never exceeded (``--rate``), or None for none.
         window: Seconds the X-RateLimit budget is counted over.
         margin: Seconds a budget's window is stretched by, for the time between a
-            request leaving here and arriving there (doubled by each 429, up to a tenth
-            of the window).
+            request leaving here and arriving there (doubled once per overload of 429s,
+            up to a tenth of the window).
         ceiling_margin: The same for the ceiling's one-second window.
         max_rate: Where a climb without any ceiling stops (the concurrency bounds it sooner).
         max_pause: Longest pause a 429's Retry-After imposes (a longer one stops the run:
@@ -138,7 +139,7 @@ class Budget:
         self._changed_at = now  # the climbing pace last changed
         self._held = False  # the spacing held a request back since then
         self._fastest = math.inf  # quickest answer seen (seconds)
-        self._taken: deque[float] = deque()  # clean answers to a climbing pace, last window
+        self._taken: deque[float] = deque()  # answers (not 429) in the last window of a climb
         self._dropped_at = -math.inf  # the last 429 that slowed the pace (or widened a margin)
         self._warm_since = math.inf  # when the first answer came
         self._window_start = now
@@ -323,8 +324,9 @@ class Budget:
                 _move_later(log, ticket.sent_at, arrived)
 
     def _climb(self, ticket: Ticket, now: float) -> None:
-        self._taken.append(now)
-        _drop_before(self._taken, now - self._config.window)
+        if self._slow_start:  # only the first drop reads it
+            self._taken.append(now)
+            _drop_before(self._taken, now - self._config.window)
         latency = now - ticket.sent_at
         if ticket.sent_at < self._changed_at or not self._held:
             return  # sent before the pace changed, or the pace is not what holds requests
@@ -344,7 +346,7 @@ class Budget:
         if retry_after is not None and retry_after > 0:
             wait = min(retry_after, self._config.max_pause)
         self.paused_until = max(self.paused_until, now + wait)
-        if ticket.sent_at < self._dropped_at:
+        if ticket.sent_at <= self._dropped_at:
             # Sent before the last drop: the same overload, already answered for. Every
             # request in flight at the first 429 is refused too, and dropping for each took
             # a climbing pace from 740/s to the 1/s floor within 20 ms.
@@ -354,13 +356,16 @@ class Budget:
         if self.kind is BudgetKind.SHARED:
             self.margin = min(2 * self.margin, self._config.window / 10)
             return
-        # Half the pace; the first 429 of a climb by round trips, which may be far past the
-        # limit by then, to what the server took in the last window if that is less (halving
-        # from 740/s cost a 429 and a pause per halving under a hidden 10/s).
+        # Half the pace. The first 429 of a climb by round trips, which may be far past the
+        # limit by then, drops it to what the server took in the last window if that is less:
+        # halving from 740/s cost six overloads of 429s under a hidden 10/s (each refusing
+        # every request in flight), where this costs one. (Early in a run that count is of
+        # less than a window: a 429 from another client's use then slows the run more.)
         rate = self._rate * 0.5
-        _drop_before(self._taken, now - self._config.window)
+        window = self._config.window
         if climbing and self._taken:
-            rate = min(rate, len(self._taken) / self._config.window)
+            taken = len(self._taken) - bisect_right(self._taken, now - window)
+            rate = min(rate, taken / window)
         self._set_rate(max(rate, self._config.min_rate), now)
 
     def _set_rate(self, rate: float, now: float) -> None:

@@ -628,7 +628,8 @@ def test_a_429_pauses_every_request(retry_after: float | None, pause: float) -> 
         pytest.param([(0.0, 0.5)] * 4, 2.5, 5.0, id="four-at-once"),
         pytest.param([(0.0, 0.5), (0.0, 1.0)], 3.0, 5.0, id="sent-before-the-drop-pauses-only"),
         pytest.param([(0.0, 0.5), (0.1, 3.0)], 5.0, 5.0, id="sent-before-answered-after-pause"),
-        pytest.param([(0.0, 0.5), (0.5, 1.0)], 3.0, 2.5, id="sent-after-the-drop-drops-again"),
+        pytest.param([(0.0, 0.5), (0.51, 1.0)], 3.0, 2.5, id="sent-after-the-drop-drops-again"),
+        pytest.param([(0.0, 0.5), (0.5, 1.0)], 3.0, 5.0, id="sent-as-it-dropped-is-before"),
         pytest.param([(0.0, 0.5), (2.5, 3.0)], 5.0, 2.5, id="after-the-pause-drops-again"),
     ],
 )
@@ -649,17 +650,22 @@ def test_429s_for_one_overload_share_one_drop(
 
 
 def test_the_first_drop_of_a_climb_goes_to_what_the_server_took() -> None:
-    """A climb by round trips may be far past the limit when its first 429 comes: the pace
-    drops to the clean answers of the last window if that is less than half the pace."""
+    """A climb by round trips may be far past the limit at its first 429: the pace drops to
+    the answers of the last window if that is less than half the pace; later drops halve."""
     config = PacingConfig(start_rate=5.0)
-    trips = rounds(0.01, 0.01, 0.01)  # 5 -> 210 -> 620 -> 1,440/s
-    trips += [trip(f"id:ok{n}", 0.031 + n * 0.001, OK) for n in range(9)]  # 12 clean in all
-    trips.append(Trip("id:429", 0.04, 0.06, throttled(1.0)))
-    assert rates_after(trips, config)[2] == pytest.approx(1440.0)
-    assert replay(trips, config).rate == pytest.approx(12.0)
-    # After the first drop the climb is over: a later overload halves the pace.
-    later = [*trips, trip("id:ok-late", 1.1, OK), Trip("id:late-429", 1.2, 1.25, throttled(1.0))]
-    assert replay(later, config).rate == pytest.approx(6.0)
+    climbed = rounds(0.01, 0.01, 0.01)  # 5 -> 210 -> 620 -> 1,440/s
+    assert rates_after(climbed, config)[-1] == pytest.approx(1440.0)
+    answers = [trip(f"id:ok{n}", 0.5 + 0.1 * n, OK) for n in range(8)]  # at 0.52 .. 1.22
+    late = [*climbed, *answers, Trip("id:429", 1.25, 1.3, throttled(1.0))]
+    assert replay(late, config).rate == pytest.approx(8.0)  # 8 answers in (0.3, 1.3]
+    early = [*climbed, Trip("id:429", 0.04, 0.06, throttled(1.0))]
+    assert replay(early, config).rate == pytest.approx(3.0)  # three answers so far
+    again = [*late, trip("id:ok-again", 2.4, OK), Trip("id:429-again", 2.5, 2.55, throttled(1.0))]
+    assert replay(again, config).rate == pytest.approx(4.0)  # the climb is over: halved
+    # Taking more than half the pace: halved.
+    busy = [*climbed, *[trip(f"id:b{n}", 0.3 + 0.001 * n, OK) for n in range(900)]]
+    busy.append(Trip("id:429", 1.25, 1.3, throttled(1.0)))
+    assert replay(busy, config).rate == pytest.approx(720.0)
 
 
 @pytest.mark.parametrize(
