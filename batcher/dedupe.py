@@ -46,29 +46,34 @@ class DuplicateFinder:
         """The contact's previous valid row (None: this is its first) and whether it asked
         for the very same thing; unless it did, this row becomes the contact's last."""
         fingerprint = f"{request.status}\x1f{request.category}\x1f{request.summary}"
+        last = self._last(request.identifier)
+        if last is not None and last[0] == fingerprint:
+            return last[1], True
+        self._remember(request.identifier, fingerprint, request.row)
+        return (None if last is None else last[1]), False
+
+    def _last(self, contact: str) -> tuple[str, int] | None:
+        """The contact's last (fingerprint, row), from wherever it is kept."""
+        if self._recent is not None:
+            return self._recent.get(contact)
+        found = self._db.execute("SELECT request, row FROM last WHERE contact = ?", (contact,))
+        row = found.fetchone()
+        return None if row is None else (str(row[0]), int(row[1]))
+
+    def _remember(self, contact: str, fingerprint: str, row: int) -> None:
         recent = self._recent
         if recent is not None:
-            seen = recent.get(request.identifier)
-            if seen is not None and seen[0] == fingerprint:
-                return seen[1], True
-            recent[request.identifier] = (fingerprint, request.row)
+            recent[contact] = (fingerprint, row)
             if len(recent) > self._in_memory:
                 self._move_to_disk(recent)
-            return (None if seen is None else seen[1]), False
-        found = self._db.execute(
-            "SELECT request, row FROM last WHERE contact = ?", (request.identifier,)
-        ).fetchone()
-        if found is not None and found[0] == fingerprint:
-            return int(found[1]), True
+            return
         self._db.execute(
-            "INSERT OR REPLACE INTO last VALUES (?, ?, ?)",
-            (request.identifier, fingerprint, request.row),
+            "INSERT OR REPLACE INTO last VALUES (?, ?, ?)", (contact, fingerprint, row)
         )
         self._pending += 1
         if self._pending >= _BATCH:
             self._db.commit()
             self._pending = 0
-        return (None if found is None else int(found[1])), False
 
     def _move_to_disk(self, recent: dict[str, tuple[str, int]]) -> None:
         self._db.executemany(
