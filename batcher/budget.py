@@ -44,7 +44,6 @@ answer.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
@@ -362,10 +361,9 @@ class Budget:
         # every request in flight), where this costs one. (Early in a run that count is of
         # less than a window: a 429 from another client's use then slows the run more.)
         rate = self._rate * 0.5
-        window = self._config.window
+        _drop_before(self._taken, now - self._config.window)
         if climbing and self._taken:
-            taken = len(self._taken) - bisect_right(self._taken, now - window)
-            rate = min(rate, taken / window)
+            rate = min(rate, len(self._taken) / self._config.window)
         self._set_rate(max(rate, self._config.min_rate), now)
 
     def _set_rate(self, rate: float, now: float) -> None:
