@@ -115,15 +115,14 @@ class Workers:
     async def _admitted(self) -> bool | None:
         """Wait until the run's health lets a request go: whether it goes as the probe, or
         None when the run stopped (or must stop: the API stayed away too long)."""
-        if not self._health.api_down:  # nothing to wait for: no cancel scope to pay for
-            return None if self._stopper.reason is not None else False
         admitted: bool | None = None
-        with anyio.CancelScope() as waiting:
-            self._waiting.add(waiting)
-            try:
-                admitted = await self._health.admit()
-            finally:
-                self._waiting.discard(waiting)
+        if self._health.api_down:  # otherwise nothing to wait for, nor a scope to pay for
+            with anyio.CancelScope() as waiting:
+                self._waiting.add(waiting)
+                try:
+                    admitted = await self._health.admit()
+                finally:
+                    self._waiting.discard(waiting)
         if self._stopper.reason is not None:
             return None
         if admitted is False:
