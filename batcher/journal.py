@@ -51,6 +51,11 @@ class Journal:
         self.path = path
         # isolation_level=None: every statement commits at once (autocommit).
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # Only the run holding the results file's lock (batcher.lock) opens its journal, so
+        # the connection takes SQLite's file lock once instead of six fcntl calls a commit,
+        # and keeps the write-ahead log's index in its own memory (no -shm file). Set before
+        # WAL mode, which reads it.
+        self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL: a commit is in the OS before it returns; it survives the process being
         # killed (what the journal is for), though not a power cut.
@@ -107,7 +112,7 @@ class Journal:
                 result.contact_id,
                 result.attempts,
                 result.error,
-                json.dumps(record.extras, ensure_ascii=False),
+                json.dumps(record.extras, ensure_ascii=False) if record.extras else "[]",
                 result.reason.value,
             ),
         )
@@ -163,5 +168,6 @@ class Journal:
             extras,
             reason,
         ) in cursor:
-            record = Record(row, ident, status, category, summary, tuple(json.loads(extras)))
+            values = tuple(json.loads(extras)) if extras != "[]" else ()
+            record = Record(row, ident, status, category, summary, values)
             yield Result(record, Outcome(outcome), http, cid, attempts, error, Reason(reason))
