@@ -1,6 +1,6 @@
 """Does batcher keep to the rate limits of the issue's cases? End to end, against the simulator.
 
-    python benchmarks/ratelimits.py [--seconds 20] [--only CASE] [--rounds N] [--json FILE]
+    python benchmarks/ratelimits.py [--seconds 20] [--only CASE ...] [--rounds N] [--json FILE]
 
 Each case starts ``batcher simulate`` as its own process, writes an input CSV
 (the issue's size where it names one, else sized to last ``--seconds`` at the
@@ -671,7 +671,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=20.0,
         help="how long each run lasts at the allowed rate (default 20)",
     )
-    parser.add_argument("--only", choices=sorted(cases()), help="run only this case")
+    parser.add_argument(
+        "--only", nargs="+", choices=sorted(cases()), metavar="CASE", help="run only these cases"
+    )
     parser.add_argument(
         "--queue-hold",
         type=float,
@@ -698,7 +700,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for round_ in range(1, args.rounds + 1):
             results: list[CaseResult] = []
             for name, (title, run) in cases(args.queue_hold).items():
-                if args.only and name != args.only:
+                if args.only and name not in args.only:
                     continue
                 where = f" (round {round_} of {args.rounds})" if args.rounds > 1 else ""
                 print(f"case {name}: {title}{where}", flush=True)
